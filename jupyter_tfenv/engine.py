@@ -12,6 +12,8 @@ import functools
 import logging
 import os
 import socket
+import subprocess
+import sys
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -168,28 +170,98 @@ def sweep_orphans(client: docker.DockerClient, owner: str | None = None) -> list
     if owner is not None:
         label_filter.append(f"{LABEL_OWNER}={owner}")
     removed: list[str] = []
-    for container in client.containers.list(all=True, filters={"label": label_filter}):
-        if not owner_is_gone(container.labels):
+    # The plain list call: no per-container inspect that could race with other removals.
+    for summary in client.api.containers(all=True, filters={"label": label_filter}):
+        labels = summary.get("Labels") or {}
+        if not owner_is_gone(labels):
             continue
+        short_id = summary["Id"][:12]
         log.warning(
             "Removing container %s of kernel %s: its owner process %s is gone",
-            container.short_id,
-            container.labels.get(LABEL_KERNEL_ID, "?"),
-            container.labels.get(LABEL_OWNER_PID, "?"),
+            short_id, labels.get(LABEL_KERNEL_ID, "?"), labels.get(LABEL_OWNER_PID, "?"),
         )
-        remove_container(container)
-        removed.append(container.short_id)
+        remove_container_id(client, summary["Id"])
+        removed.append(short_id)
     return removed
+
+
+_watchdogs: dict[str, subprocess.Popen[bytes]] = {}
+
+
+def start_owner_watchdog(docker_host: str = "") -> None:
+    """Start, once per process and engine, a process that cleans up after this one.
+
+    It blocks reading a pipe whose only writer is this process. When this process ends in any
+    way (Ctrl-C without cleanup, SIGKILL, a crash) the pipe closes and the watchdog removes the
+    kernel containers this process owned. Its own session keeps it out of our signals.
+    """
+    with _clients_lock:
+        if docker_host in _watchdogs and _watchdogs[docker_host].poll() is None:
+            return
+        pid = os.getpid()
+        _watchdogs[docker_host] = subprocess.Popen(
+            [
+                sys.executable, "-m", "jupyter_tfenv.engine", "--watch-owner", str(pid),
+                "--started", _process_start_time(pid), "--docker-host", docker_host,
+            ],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+            close_fds=True,
+        )
+
+
+def sweep_owner(client: docker.DockerClient, pid: int, started: str) -> list[str]:
+    """Remove the kernel containers of the process ``pid`` (started at ``started``) here."""
+    filters = {"label": [
+        f"{LABEL_MANAGED}=true",
+        f"{LABEL_OWNER_HOST}={socket.gethostname()}",
+        f"{LABEL_OWNER_PID}={pid}",
+    ]}
+    removed = []
+    for summary in client.api.containers(all=True, filters=filters):
+        if (summary.get("Labels") or {}).get(LABEL_OWNER_STARTED, "") != started:
+            continue
+        remove_container_id(client, summary["Id"])
+        removed.append(summary["Id"][:12])
+    return removed
+
+
+def _watch_owner(argv: list[str]) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m jupyter_tfenv.engine")
+    parser.add_argument("--watch-owner", type=int, required=True)
+    parser.add_argument("--started", default="")
+    parser.add_argument("--docker-host", default="")
+    args = parser.parse_args(argv)
+    # Returns at end-of-file: when the owner has exited, however it exited.
+    sys.stdin.buffer.read()
+    try:
+        sweep_owner(get_client(args.docker_host), args.watch_owner, args.started)
+    except (docker.errors.DockerException, EngineUnavailableError, OSError):
+        return 1
+    return 0
 
 
 def remove_container(container: Container) -> None:
     """Force-remove a container; already gone (404) or being removed (409) is fine."""
+    remove_container_id(container.client, container.id)
+
+
+def remove_container_id(client: docker.DockerClient, container_id: str) -> None:
+    """Force-remove a container by id; already gone (404) or being removed (409) is fine."""
     try:
-        container.remove(force=True, v=False)
+        client.api.remove_container(container_id, force=True, v=False)
     except docker.errors.NotFound:
-        log.debug("Container %s was already removed", container.short_id)
+        log.debug("Container %s was already removed", container_id[:12])
     except docker.errors.APIError as error:
         if error.status_code == 409:
-            log.debug("Container %s is already being removed", container.short_id)
+            log.debug("Container %s is already being removed", container_id[:12])
         else:
             raise
+
+
+if __name__ == "__main__":
+    sys.exit(_watch_owner(sys.argv[1:]))

@@ -78,10 +78,10 @@ def _load_disk_cache() -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
-def _store_disk_cache(facts: ImageFacts) -> None:
+def _store_disk_cache(key: str, facts: ImageFacts) -> None:
     path = _cache_file()
     data = _load_disk_cache()
-    data[facts.image_id] = asdict(facts)
+    data[key] = asdict(facts)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(f".{os.getpid()}.tmp")
@@ -119,11 +119,12 @@ def probe_image(
 ) -> ImageFacts:
     """Return the facts of ``image``, probing it with a throwaway container if not cached."""
     local = get_local_image(client, image)
+    key = local.id if python == "python3" else f"{local.id}|{python}"
     with _cache_lock:
-        cached = _cache.get(local.id)
+        cached = _cache.get(key)
     if cached is not None:
         return cached
-    on_disk = _load_disk_cache().get(local.id)
+    on_disk = _load_disk_cache().get(key)
     if isinstance(on_disk, dict):
         try:
             facts = ImageFacts(**on_disk)
@@ -131,7 +132,7 @@ def probe_image(
             pass  # written by another version of this package: probe again
         else:
             with _cache_lock:
-                _cache[local.id] = facts
+                _cache[key] = facts
             return facts
 
     labels = owner_labels(owner)
@@ -181,8 +182,8 @@ def probe_image(
         pythonpath=_env_value(local.attrs.get("Config", {}).get("Env") or [], "PYTHONPATH"),
     )
     with _cache_lock:
-        _cache[local.id] = facts
-    _store_disk_cache(facts)
+        _cache[key] = facts
+    _store_disk_cache(key, facts)
     return facts
 
 

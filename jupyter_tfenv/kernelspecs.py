@@ -125,7 +125,7 @@ def install_kernelspec(
         )
         Path(staging, "kernel.json").write_text(json.dumps(kernel_json, indent=2))
         destination = manager.install_kernel_spec(
-            staging, kernel_name=name, user=user, prefix=prefix, replace=True
+            staging, kernel_name=name, user=user, prefix=prefix
         )
     kernel_json["argv"][kernel_json["argv"].index("--kernelspec-dir") + 1] = destination
     Path(destination, "kernel.json").write_text(json.dumps(kernel_json, indent=2))

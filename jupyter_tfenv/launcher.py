@@ -3,7 +3,8 @@
 Such clients run the kernelspec's ``argv`` as a local process. This module is that process: it
 starts the same container the provisioner would, on the ports the client chose, forwards
 interrupts and termination to it, and removes it when the kernel ends, when it is terminated,
-when its client goes away, and (through a small watchdog process) even when it is SIGKILLed.
+when its client goes away, and (through the owner watchdog of :mod:`jupyter_tfenv.engine`) even
+when it is SIGKILLed.
 
 Usage (written into kernel.json by ``jupyter tfenv install``)::
 
@@ -16,7 +17,6 @@ import argparse
 import json
 import os
 import signal
-import subprocess
 import sys
 import threading
 import time
@@ -41,6 +41,11 @@ def load_provisioner(kernelspec_dir: str, kernel_id: str) -> DockerProvisioner:
     """A provisioner configured exactly as the server would configure it for this kernelspec."""
     spec = KernelSpec.from_resource_dir(kernelspec_dir)
     config = dict(spec.metadata.get("kernel_provisioner", {}).get("config", {}))
+    if not config.get("image"):
+        raise TfenvError(
+            f"The kernelspec in {kernelspec_dir} names no image. Reinstall it with "
+            "`jupyter tfenv install --image IMAGE`."
+        )
     return DockerProvisioner(kernel_id=kernel_id, kernel_spec=spec, **config)
 
 
@@ -70,35 +75,6 @@ def prepare_connection(provisioner: DockerProvisioner, client_info: dict[str, An
     provisioner._container_connection = container_info
 
 
-def start_watchdog(container_id: str, docker_host: str) -> subprocess.Popen[bytes]:
-    """A process that removes the container once this launcher is gone, however it ended.
-
-    It waits for end-of-file on a pipe whose only writer is this process; the kernel closes
-    it on every exit, SIGKILL included. Its own session keeps it out of our process group's
-    signals.
-    """
-    return subprocess.Popen(
-        [sys.executable, "-m", "jupyter_tfenv.launcher", "--watchdog", container_id,
-         "--docker-host", docker_host],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-        close_fds=True,
-    )
-
-
-def run_watchdog(container_id: str, docker_host: str) -> int:
-    """Block until the launcher's pipe closes, then remove the container if it still exists."""
-    sys.stdin.buffer.read()
-    try:
-        client = engine.get_client(docker_host)
-        engine.remove_container(client.containers.get(container_id))
-    except (docker.errors.NotFound, TfenvError):
-        pass
-    return 0
-
-
 class Launcher:
     """Runs one kernel container for a provisioner-less client and mirrors its lifetime."""
 
@@ -115,6 +91,8 @@ class Launcher:
         prepare_connection(self.provisioner, self.client_info)
         client = engine.get_client(self.provisioner.docker_host)
         engine.sweep_orphans(client)
+        # Removes the container even if this launcher is SIGKILLed.
+        engine.start_owner_watchdog(self.provisioner.docker_host)
         cmd = [
             part.replace("{connection_file}", CONTAINER_CONNECTION_FILE)
             for part in self.provisioner.kernel_command
@@ -123,7 +101,6 @@ class Launcher:
         self.container = self.provisioner._create_and_start(
             client, cmd, {"cwd": os.getcwd(), "env": dict(os.environ)}
         )
-        self.watchdog = start_watchdog(self.container.id, self.provisioner.docker_host)
         threading.Thread(target=self._wait_for_exit, daemon=True).start()
 
     def _wait_for_exit(self) -> None:
@@ -172,20 +149,14 @@ class Launcher:
         finally:
             engine.remove_container(self.container)
             self.provisioner._remove_run_dir()
-            if self.watchdog.stdin is not None:
-                self.watchdog.stdin.close()
         return self.exit_code if self.exit_code is not None else 0
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m jupyter_tfenv.launcher")
     parser.add_argument("--kernelspec-dir", help="directory of the tfenv kernelspec")
-    parser.add_argument("--watchdog", metavar="CONTAINER_ID", help=argparse.SUPPRESS)
-    parser.add_argument("--docker-host", default="", help=argparse.SUPPRESS)
     parser.add_argument("connection_file", nargs="?", help="the client's connection file")
     args = parser.parse_args(argv)
-    if args.watchdog:
-        return run_watchdog(args.watchdog, args.docker_host)
     if not args.kernelspec_dir or not args.connection_file:
         parser.error("--kernelspec-dir and a connection file are required")
     started = time.monotonic()

@@ -355,9 +355,14 @@ class DockerProvisioner(KernelProvisionerBase):  # type: ignore[misc]
         if self.container_id is not None:
             # A restart whose cleanup was skipped must still leave exactly one container.
             await self._remove_container()
-        client = await engine.get_client_async(self.docker_host)
-        await self._sweep_orphans_once(client)
-        container = await engine.run_blocking(self._create_and_start, client, cmd, kwargs)
+        try:
+            client = await engine.get_client_async(self.docker_host)
+            await self._sweep_orphans_once(client)
+            await engine.run_blocking(self._create_and_start, client, cmd, kwargs)
+        except BaseException:
+            # jupyter_client calls no cleanup after a failed launch: leave nothing behind.
+            self._remove_run_dir()
+            raise
         info: dict[str, Any] = dict(self.connection_info)
         if self.network == "loopback":
             info.update(self._host_ports)
@@ -589,13 +594,24 @@ class DockerProvisioner(KernelProvisionerBase):  # type: ignore[misc]
             container.reload()
             self._host_ports = published_ports(container.attrs)
             if len(self._host_ports) != len(PORT_NAMES):
-                engine.remove_container(container)
-                self.container_id = None
-                raise KernelContainerError(
-                    f"The engine published no loopback ports for kernel {self.kernel_id}: "
-                    f"{container.attrs.get('NetworkSettings', {}).get('Ports')}"
-                )
+                self._fail_start(container)
         return container
+
+    def _fail_start(self, container: Container) -> None:
+        """The container ended (or lost its ports) right after start: say why, remove it."""
+        container.reload()
+        log_tail = container.logs(tail=20).decode(errors="replace")
+        engine.remove_container(container)
+        self.container_id = None
+        if container.status in ("exited", "dead"):
+            raise KernelContainerError(
+                f"The kernel stopped right after starting in {self.image!r}. "
+                + describe_exit(container.attrs, log_tail)
+            )
+        raise KernelContainerError(
+            f"The engine published no loopback ports for kernel {self.kernel_id}: "
+            f"{container.attrs.get('NetworkSettings', {}).get('Ports')}"
+        )
 
     def _start(self, client: docker.DockerClient, create_kwargs: dict[str, Any]) -> Container:
         try:
@@ -710,6 +726,7 @@ class DockerProvisioner(KernelProvisionerBase):  # type: ignore[misc]
         if key in _sweep_done:
             return
         _sweep_done.add(key)
+        engine.start_owner_watchdog(self.docker_host)
         try:
             await engine.run_blocking(engine.sweep_orphans, client)
         except docker.errors.DockerException as error:

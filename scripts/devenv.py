@@ -137,6 +137,8 @@ class EngineConfig:
     log_file: Path = Path("/var/log/jupyter-tfenv-devenv/dockerd.log")
     standin_dir: Path = Path("/usr/local/lib/tfenv-gpu-standin")
     extra_args: tuple[str, ...] = ()
+    #: a command that execs dockerd, e.g. ("unshare", "--net", "--") for a private network
+    launcher: tuple[str, ...] = ()
     start_timeout: float = 60.0
     existing_timeout: float = 20.0
 
@@ -221,7 +223,7 @@ def is_local_default(docker_host: str | None, config: EngineConfig) -> bool:
 
 def decide_engine(facts: EngineFacts, config: EngineConfig) -> EnginePlan:
     """Decide, without side effects, how to get an engine that answers."""
-    where = facts.docker_host and f"DOCKER_HOST={facts.docker_host}" or facts.url
+    where = f"DOCKER_HOST={facts.docker_host}" if facts.docker_host else facts.url
 
     if facts.probe.ok:
         return EnginePlan("use", _use_message(facts, where))
@@ -264,7 +266,7 @@ def decide_engine(facts: EngineFacts, config: EngineConfig) -> EnginePlan:
             hint = "; or run `sudo make engine` on Debian/Ubuntu"
         else:
             system = ",".join(sorted(facts.os_ids)) or "unknown"
-            why = f"devenv installs and starts an engine only on Debian or Ubuntu (this is {system})"
+            why = f"devenv installs and starts engines only on Debian or Ubuntu (this is {system})"
             hint = ""
         return EnginePlan(
             "fail",
@@ -632,6 +634,9 @@ class EngineManager:
                 # The package may have started an engine itself; never start a second one.
                 facts = self.gather(docker_host, gpu_standin)
                 plan = decide_engine(facts, self.config)
+                if plan.action == "wait":
+                    facts = self._wait_for_existing(docker_host, gpu_standin)
+                    plan = decide_engine(facts, self.config)
                 if plan.action == "use":
                     outcome.text = plan.message + " (started by the docker.io package)"
                     return facts
@@ -683,9 +688,7 @@ class EngineManager:
     def _dockerd_env(self, with_standin: bool) -> dict[str, str]:
         # dockerd gets a small environment, not the caller's whole one.
         keep = ("HOME", "LANG", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY")
-        env = {
-            key: value for key, value in os.environ.items() if key.upper() in keep and value
-        }
+        env = {key: value for key, value in os.environ.items() if key.upper() in keep and value}
         path = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
         if with_standin:
             path = f"{self.config.standin_dir}:{path}"
@@ -694,8 +697,9 @@ class EngineManager:
 
     def dockerd_argv(self, dockerd: str) -> list[str]:
         if self.config.is_default and not self.config.extra_args:
-            return [dockerd]
+            return [*self.config.launcher, dockerd]
         return [
+            *self.config.launcher,
             dockerd,
             "--host",
             self.config.url,
@@ -850,7 +854,10 @@ IMAGES: tuple[ImageSpec, ...] = (
         f"{IMAGE_REPO}/kernel:py{PYTHON_VERSION}",
         "kernel",
         base="base",
-        labels={"org.jupyter-tfenv.python-version": PYTHON_VERSION, "org.jupyter-tfenv.gpu": "false"},
+        labels={
+            "org.jupyter-tfenv.python-version": PYTHON_VERSION,
+            "org.jupyter-tfenv.gpu": "false",
+        },
     ),
     ImageSpec(
         "tf",
@@ -947,7 +954,9 @@ def all_recipe_hashes(recipes_dir: Path = RECIPES_DIR) -> dict[str, str]:
     return hashes
 
 
-def debian_mirror(environ: Mapping[str, str] | None = None, apt_dir: Path = Path("/etc/apt")) -> str:
+def debian_mirror(
+    environ: Mapping[str, str] | None = None, apt_dir: Path = Path("/etc/apt")
+) -> str:
     """The Debian mirror for bookworm: TFENV_DEBIAN_MIRROR, else apt's sources, else default."""
     environ = os.environ if environ is None else environ
     if environ.get("TFENV_DEBIAN_MIRROR"):
@@ -997,13 +1006,12 @@ def host_ca_bundle() -> Path:
     return Path(certifi.where())
 
 
+PROXY_VARIABLES = ("HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy")
+
+
 def build_args_from_env(environ: Mapping[str, str]) -> dict[str, str]:
     """Proxy and index settings the builds inherit from the host, when it has them."""
-    args = {
-        key: environ[key]
-        for key in ("HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy")
-        if environ.get(key)
-    }
+    args = {key: environ[key] for key in PROXY_VARIABLES if environ.get(key)}
     if environ.get("TFENV_PIP_INDEX_URL"):
         args["PIP_INDEX_URL"] = environ["TFENV_PIP_INDEX_URL"]
     return args
@@ -1128,6 +1136,13 @@ class ImageBuilder:
     def _follow_build(self, events: Iterator[dict[str, Any]]) -> None:
         tail: collections.deque[str] = collections.deque(maxlen=30)
         step, step_start, built = "", time.monotonic(), False
+
+        def finish_step() -> None:
+            # ARG/ENV/LABEL steps take no time; RUN and COPY steps are where builds go slow.
+            took = time.monotonic() - step_start
+            if step and (" : RUN " in step or " : COPY " in step or took >= 1.0):
+                self.reporter.detail(f"{step} ({took:.1f} s)")
+
         for event in events:
             if "error" in event:
                 detail = event.get("errorDetail", {}).get("message") or event["error"]
@@ -1140,15 +1155,14 @@ class ImageBuilder:
                     continue
                 tail.append(line)
                 if line.startswith("Step "):
-                    if step:
-                        self.reporter.detail(f"{step} ({time.monotonic() - step_start:.1f} s)")
-                    step, step_start = line[:96], time.monotonic()
+                    finish_step()
+                    step, step_start = line[:90], time.monotonic()
                 if line.startswith("Successfully built"):
                     built = True
-        if step:
-            self.reporter.detail(f"{step} ({time.monotonic() - step_start:.1f} s)")
+        finish_step()
         if not built:
-            raise DevenvError("docker build ended without 'Successfully built':\n" + "\n".join(tail))
+            output = "\n".join(tail)
+            raise DevenvError(f"docker build ended without 'Successfully built':\n{output}")
 
     def _build_base(self, spec: ImageSpec, recipe: str) -> None:
         debootstrap = shutil.which("debootstrap", path=os.environ.get("PATH", "") + ":/usr/sbin")
@@ -1159,7 +1173,7 @@ class ImageBuilder:
             )
         if debootstrap is None:
             if "debian" not in self.engine.system.os_ids():
-                raise DevenvError("debootstrap is missing: install it (apt-get install debootstrap)")
+                raise DevenvError("debootstrap is missing: apt-get install debootstrap")
             self.engine.apt_install("debootstrap")
             debootstrap = shutil.which("debootstrap", path="/usr/sbin:/usr/bin")
             if debootstrap is None:
@@ -1300,7 +1314,9 @@ def sweep_run(
         for ident in sorted(found[kind] - keep.get(kind, set())):
             try:
                 remove(ident)
-                removed.append(f"{kind[:-1]} {ident[:12]}")
+                # Volumes go by name, the others by (shortened) ID.
+                shown = ident if kind == "volumes" else ident[:12]
+                removed.append(f"{kind[:-1]} {shown}")
             except docker.errors.NotFound:
                 continue
             except docker.errors.APIError as exc:
@@ -1349,16 +1365,15 @@ def probe_gpu_requests(
         container.wait(timeout=60)
         output = container.logs(stdout=True, stderr=False).decode().strip()
     except docker.errors.APIError as exc:
-        return GpuSupport(
-            False, False, "", f"GPU requests fail on this engine: {exc.explanation}"
-        )
+        detail = f"GPU stand-in not active; GPU requests fail here: {exc.explanation}"
+        return GpuSupport(False, False, "", detail)
     finally:
         if container is not None:
             with contextlib.suppress(docker.errors.APIError):
                 container.remove(force=True)
     visible = output.rpartition("=")[2]
     if standin:
-        detail = f"GPU stand-in active: requests succeed, NVIDIA_VISIBLE_DEVICES={visible}, no GPU used"
+        detail = f"GPU stand-in active: requests succeed (NVIDIA_VISIBLE_DEVICES={visible}); no GPU"
     else:
         detail = (
             f"GPU requests accepted by an engine devenv did not set up (NVIDIA_VISIBLE_DEVICES="
@@ -1372,50 +1387,50 @@ def probe_gpu_requests(
 # ---------------------------------------------------------------------------------------------
 
 
-def _cmd_engine(args: argparse.Namespace, reporter: Reporter) -> None:
-    EngineManager(reporter=reporter).ensure(os.environ.get("DOCKER_HOST"), args.gpu_standin)
+def _cmd_engine(args: argparse.Namespace, engine: EngineManager) -> None:
+    engine.ensure(os.environ.get("DOCKER_HOST"), args.gpu_standin)
 
 
-def _require_engine(reporter: Reporter) -> Any:
-    manager = EngineManager(reporter=reporter)
+def _require_engine(engine: EngineManager) -> Any:
     docker_host = os.environ.get("DOCKER_HOST")
-    probe = manager.system.probe(docker_host or manager.config.url, docker_host)
+    where = docker_host or engine.config.url
+    probe = engine.system.probe(where, docker_host)
     if not probe.ok:
         raise DevenvError(
-            f"no Docker engine answers at {docker_host or manager.config.url} ({probe.error}): "
-            "run `make engine` (or `scripts/devenv.py engine`) first"
+            f"no Docker engine answers at {where} ({probe.error}): run `make engine` "
+            "(or `scripts/devenv.py engine`) first"
         )
     return connect(docker_host=docker_host, timeout=900)
 
 
-def _cmd_images(args: argparse.Namespace, reporter: Reporter) -> None:
+def _cmd_images(args: argparse.Namespace, engine: EngineManager) -> None:
     mode = images_mode()
-    client = _require_engine(reporter)
+    client = _require_engine(engine)
     start = time.monotonic()
     try:
-        names = ImageBuilder(client, reporter, mode).ensure_all(args.only)
+        names = ImageBuilder(client, engine.reporter, mode, engine).ensure_all(args.only)
     finally:
         client.close()
-    reporter.line(
-        f"images ready ({mode}): {len(names)} in {time.monotonic() - start:.1f} s"
-    )
+    took = time.monotonic() - start
+    engine.reporter.line(f"images ready ({mode}): {len(names)} in {took:.1f} s")
 
 
-def _cmd_all(args: argparse.Namespace, reporter: Reporter) -> None:
-    _cmd_engine(args, reporter)
-    _cmd_images(args, reporter)
+def _cmd_all(args: argparse.Namespace, engine: EngineManager) -> None:
+    # One manager for both, so apt-get update runs at most once.
+    _cmd_engine(args, engine)
+    _cmd_images(args, engine)
 
 
-def _cmd_stop_engine(args: argparse.Namespace, reporter: Reporter) -> None:
-    with reporter.step("stop engine") as outcome:
-        outcome.text = EngineManager(reporter=reporter).stop_own()
+def _cmd_stop_engine(args: argparse.Namespace, engine: EngineManager) -> None:
+    with engine.reporter.step("stop engine") as outcome:
+        outcome.text = engine.stop_own()
 
 
-def _cmd_sweep(args: argparse.Namespace, reporter: Reporter) -> None:
-    client = _require_engine(reporter)
+def _cmd_sweep(args: argparse.Namespace, engine: EngineManager) -> None:
+    client = _require_engine(engine)
     try:
-        with reporter.step(f"sweep run {args.run_label}") as outcome:
-            removed = sweep_run(client, args.run_label, log=reporter.detail)
+        with engine.reporter.step(f"sweep run {args.run_label}") as outcome:
+            removed = sweep_run(client, args.run_label, log=engine.reporter.detail)
             outcome.text = f"removed {len(removed)}: {', '.join(removed) or 'nothing'}"
     finally:
         client.close()
@@ -1445,7 +1460,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     reporter = Reporter()
-    handlers: dict[str, Callable[[argparse.Namespace, Reporter], None]] = {
+    handlers: dict[str, Callable[[argparse.Namespace, EngineManager], None]] = {
         "engine": _cmd_engine,
         "images": _cmd_images,
         "all": _cmd_all,
@@ -1453,7 +1468,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "sweep": _cmd_sweep,
     }
     try:
-        handlers[args.command](args, reporter)
+        handlers[args.command](args, EngineManager(reporter=reporter))
     except DevenvError as exc:
         if exc.__cause__ is None:  # not yet printed by a step
             reporter.line(f"FAILED: {exc}")

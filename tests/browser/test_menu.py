@@ -1,0 +1,71 @@
+"""The status bar item and the TensorFlow menu, in Chromium: show and switch the environment."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from playwright.sync_api import expect
+
+from jupyter_tfenv.testing import ServerProcess
+
+from .lab import Lab, container_exists, kernel_containers
+
+pytestmark = pytest.mark.browser
+
+SWITCH_TIMEOUT_MS = 180_000
+
+
+def test_menu_switches_version_and_status_bar_follows(
+    lab_server: ServerProcess,
+    page: Any,
+    docker_client: Any,
+    tfenv_run_label: str,
+    tf_version: str,
+    tf_alt_version: str,
+    tf_alt_jupyter_image: str,
+    screenshot: Any,
+) -> None:
+    lab = Lab(page, lab_server)
+    lab.open("menu")
+    kernel_id = lab.start_notebook(f"TensorFlow {tf_version} (Docker CPU)")
+    [before] = kernel_containers(docker_client, tfenv_run_label, kernel_id)
+    status = page.locator(".jp-tfenv-status")
+    expect(status).to_have_text(f"TensorFlow {tf_version} · CPU · tensorflow:{tf_version}-jupyter")
+    lab.tensorflow_version_shown(tf_version)
+    # Front end and server extension are the same release: no warning.
+    expect(lab.notification("jupyter-tfenv")).to_have_count(0)
+    screenshot(page.locator("#jp-main-statusbar"), "statusbar")
+
+    page.locator(".lm-MenuBar-item", has_text="TensorFlow").click()
+    menu = page.locator(".lm-Menu").last
+    expect(menu.locator(".lm-Menu-itemLabel")).to_have_text(
+        ["Switch TensorFlow Version…", "Run on CPU", "Run on GPU"]
+    )
+    screenshot(page, "menu")
+    menu.locator(".lm-Menu-item", has_text="Switch TensorFlow Version…").click()
+
+    dialog = page.locator(".jp-Dialog-content")
+    versions = dialog.locator("select.jp-tfenv-version")
+    expect(versions.locator(f'option[value="{tf_alt_jupyter_image}"]')).to_be_attached()
+    versions.select_option(tf_alt_jupyter_image)
+    screenshot(dialog, "switch-dialog")
+    dialog.locator("button.jp-mod-accept").click()
+
+    expect(
+        lab.notification(f"The kernel now runs TensorFlow {tf_alt_version} · CPU")
+    ).to_be_visible(timeout=SWITCH_TIMEOUT_MS)
+    expect(status).to_have_text(
+        f"TensorFlow {tf_alt_version} · CPU · tensorflow:{tf_alt_version}-jupyter"
+    )
+    screenshot(page, "menu-switched")
+
+    lab.wait_until_kernel_ready()
+    lab.tensorflow_version_shown(tf_alt_version)
+    [after] = kernel_containers(docker_client, tfenv_run_label, kernel_id)
+    assert after.image.tags == [tf_alt_jupyter_image]
+    assert not container_exists(docker_client, before.id)
+
+    lab.shut_down_kernel()
+    page.wait_for_timeout(500)
+    assert kernel_containers(docker_client, tfenv_run_label, kernel_id) == []
