@@ -47,8 +47,12 @@ class InstallApp(JupyterApp):  # type: ignore[misc]
         "mem-limit": "InstallApp.mem_limit",
     }
     flags = {
-        "sys-prefix": ({"InstallApp": {"sys_prefix": True, "user": False}}, "Install in sys.prefix."),
-        "no-probe": ({"InstallApp": {"probe": False}}, "Do not start a container to read versions."),
+        "sys-prefix": (
+            {"InstallApp": {"sys_prefix": True, "user": False}}, "Install in sys.prefix."
+        ),
+        "no-probe": (
+            {"InstallApp": {"probe": False}}, "Do not start a container to read versions."
+        ),
     }
 
     def start(self) -> None:
@@ -148,7 +152,7 @@ class TfenvApp(JupyterApp):  # type: ignore[misc]
         "install": (InstallApp, InstallApp.description),
         "list": (ListApp, ListApp.description),
         "uninstall": (UninstallApp, UninstallApp.description),
-        "images": ("jupyter_tfenv.cli_images.ImagesApp", "List TensorFlow images, local and remote."),
+        "images": ("jupyter_tfenv.cli_images.ImagesApp", "List TensorFlow images, local, remote."),
         "pull": ("jupyter_tfenv.cli_images.PullApp", "Pull an image with a progress bar."),
         "prepare": ("jupyter_tfenv.cli_images.PrepareApp", "Make an image kernel-ready."),
         "doctor": ("jupyter_tfenv.cli_images.DoctorApp", "Check the setup and print fixes."),
@@ -159,6 +163,7 @@ class TfenvApp(JupyterApp):  # type: ignore[misc]
             print("Usage: jupyter tfenv {" + ",".join(self.subcommands) + "} [options]")
             print("Run `jupyter tfenv <command> --help` for a command's options.")
             self.exit(1)
+            return
         self.subapp.start()
 
 

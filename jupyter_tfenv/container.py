@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import os
 import secrets
-from pathlib import Path
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from docker.types import DeviceRequest

@@ -14,6 +14,7 @@ Usage (written into kernel.json by ``jupyter tfenv install``)::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
@@ -119,10 +120,8 @@ class Launcher:
         self.stop()
 
     def _signal_container(self, name: str) -> None:
-        try:
+        with contextlib.suppress(docker.errors.APIError):
             self.container.kill(signal=name)
-        except docker.errors.APIError:
-            pass
 
     def stop(self) -> None:
         """Graceful, then forced: SIGTERM, up to stop_timeout seconds, then removal."""

@@ -18,7 +18,7 @@ import signal
 import string
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import docker
 import docker.errors
@@ -98,9 +98,10 @@ class DockerProvisioner(KernelProvisionerBase):  # type: ignore[misc]
     image = Unicode(
         "",
         config=True,
-        help="""The Docker image the kernel runs in, e.g. "tensorflow/tensorflow:2.21.0-jupyter".
-        Usually set per kernelspec by `jupyter tfenv install --image IMAGE`. The image needs
-        Python 3 and ipykernel; `jupyter tfenv prepare IMAGE` adds ipykernel to one that lacks it.""",
+        help="""The Docker image the kernel runs in, e.g.
+        "tensorflow/tensorflow:2.21.0-jupyter". Usually set per kernelspec by
+        `jupyter tfenv install --image IMAGE`. The image needs Python 3 and ipykernel;
+        `jupyter tfenv prepare IMAGE` adds ipykernel to one that lacks it.""",
     )
 
     gpus = Union(
@@ -214,6 +215,15 @@ class DockerProvisioner(KernelProvisionerBase):  # type: ignore[misc]
         arguments, or interrupt and shutdown cannot reach the kernel.""",
     )
 
+    auto_prepare = Bool(
+        False,
+        config=True,
+        help="""When the image has Python but no ipykernel (the official non-jupyter tags), build
+        a thin kernel-ready image from it (`jupyter tfenv prepare`, needs the package index) and
+        start the kernel there. Off by default: the start then fails at once with the command
+        that prepares the image.""",
+    )
+
     stop_timeout = Float(
         5.0,
         config=True,
@@ -316,6 +326,7 @@ class DockerProvisioner(KernelProvisionerBase):  # type: ignore[misc]
         km = self.parent
         if km is None:
             raise KernelContainerError("DockerProvisioner needs a KernelManager as its parent.")
+        check_engine_is_local(self.docker_host or os.environ.get("DOCKER_HOST", ""))
         run_dir = self._make_run_dir()
         if self.network == "none":
             km.transport = "ipc"
@@ -366,8 +377,8 @@ class DockerProvisioner(KernelProvisionerBase):  # type: ignore[misc]
         info: dict[str, Any] = dict(self.connection_info)
         if self.network == "loopback":
             info.update(self._host_ports)
-        self.connection_info = info
-        return info
+        self.connection_info = cast(KernelConnectionInfo, info)
+        return self.connection_info
 
     async def post_launch(self, **kwargs: Any) -> None:
         """Log how long the start took, once jupyter_client has connected its sockets."""
@@ -477,10 +488,11 @@ class DockerProvisioner(KernelProvisionerBase):  # type: ignore[misc]
         return parse_gpus(self.gpus)
 
     def _kernelspec_name(self) -> str:
-        spec = self.kernel_spec
-        if spec is not None and getattr(spec, "resource_dir", ""):
-            return os.path.basename(spec.resource_dir)
-        return getattr(self.parent, "kernel_name", "") or "tfenv"
+        resource_dir = str(getattr(self.kernel_spec, "resource_dir", None) or "")
+        if resource_dir:
+            return os.path.basename(resource_dir)
+        kernel_name = getattr(self.parent, "kernel_name", None)
+        return str(kernel_name or "tfenv")
 
     def _make_run_dir(self) -> Path:
         if self._run_dir is None:
@@ -571,9 +583,14 @@ class DockerProvisioner(KernelProvisionerBase):  # type: ignore[misc]
         """Blocking: check the image, create and start the container, read its ports."""
         self._started_at = time.monotonic()
         facts = probe_image(client, self.image, python=cmd[0], owner=self.owner_label)
+        run_image = self.image
+        if not facts.kernel_ready and facts.python and self.auto_prepare:
+            run_image = self._auto_prepare(client)
+            facts = probe_image(client, run_image, python=cmd[0], owner=self.owner_label)
         require_kernel_ready(facts, self.image)
         self.write_container_connection_file()
         plan = self.container_plan(cmd, launch_kwargs)
+        plan.image = run_image
         plan.image_pythonpath = facts.pythonpath
         if plan.home_volume:
             self._ensure_home_volume(client, plan)
@@ -596,6 +613,17 @@ class DockerProvisioner(KernelProvisionerBase):  # type: ignore[misc]
             if len(self._host_ports) != len(PORT_NAMES):
                 self._fail_start(container)
         return container
+
+    def _auto_prepare(self, client: docker.DockerClient) -> str:
+        from .prepare import prepare_image
+
+        ca_bundle = "/etc/ssl/certs/ca-certificates.crt"
+        self.log.info("Kernel %s: preparing %s (adding ipykernel)", self.kernel_id, self.image)
+        result = prepare_image(
+            client, self.image, owner=self.owner_label,
+            ca_bundle=ca_bundle if os.path.isfile(ca_bundle) else "",
+        )
+        return result.image
 
     def _fail_start(self, container: Container) -> None:
         """The container ended (or lost its ports) right after start: say why, remove it."""
@@ -731,6 +759,25 @@ class DockerProvisioner(KernelProvisionerBase):  # type: ignore[misc]
             await engine.run_blocking(engine.sweep_orphans, client)
         except docker.errors.DockerException as error:
             self.log.warning("Could not sweep containers of stopped servers: %s", error)
+
+
+def check_engine_is_local(docker_host: str) -> None:
+    """Refuse a remote engine at once: its kernel ports would not be on this machine's loopback.
+
+    TODO(#3): reach kernels on a remote engine (an SSH tunnel per kernel, or ports published on
+    the remote host's address with CurveZMQ) and on Docker Swarm.
+    """
+    if not docker_host or docker_host.startswith(("unix://", "npipe://", "fd://")):
+        return
+    host = docker_host.split("://", 1)[-1].rsplit("@", 1)[-1].split("/")[0]
+    hostname = host.rsplit(":", 1)[0].strip("[]")
+    if hostname in ("127.0.0.1", "localhost", "::1"):
+        return
+    raise KernelContainerError(
+        f"The Docker engine {docker_host!r} is on another machine; jupyter-tfenv publishes kernel "
+        "ports on this machine's loopback only, so the server could not reach the kernel. Run "
+        "Jupyter on that machine, or use a local engine (unset DOCKER_HOST / docker_host)."
+    )
 
 
 def validate_image_name(value: str) -> str:

@@ -25,6 +25,7 @@ from .mirrors import canonical_name, parse, pull_sources
 log = logging.getLogger("jupyter_tfenv")
 
 Reporter = Callable[[dict[str, Any]], None]
+_LAYER_ID = re.compile(r"^[0-9a-f]{12,64}$")
 _DOWNLOADED = ("Verifying Checksum", "Download complete", "Extracting", "Pull complete")
 
 
@@ -61,7 +62,8 @@ class PullProgress:
         status = str(event.get("status") or "")
         layer = event.get("id")
         detail = event.get("progressDetail") or {}
-        if layer and status and not status.startswith("Pulling from"):
+        # Layer messages carry the layer's short id; others carry the tag (or nothing).
+        if layer and status and _LAYER_ID.match(str(layer)):
             entry = self.layers.setdefault(str(layer), {"status": "", "current": 0, "total": 0})
             entry["status"] = status
             if status == "Downloading" and detail.get("total"):

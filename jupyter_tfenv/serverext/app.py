@@ -9,7 +9,6 @@ under ``{base_url}tfenv/api/`` (docs/rest-api.md).
 from __future__ import annotations
 
 import asyncio
-
 import os
 import re
 import shutil
@@ -121,23 +120,30 @@ class TfenvExtensionApp(ExtensionApp):  # type: ignore[misc]
     async def _start_jupyter_server_extension(self, serverapp: Any) -> None:
         """Once the event loop runs: watch image events and write the first kernelspecs."""
         self.service.ensure_started()
-        # Containers of servers that were killed (and whose watchdog died too) go now.
-        asyncio.ensure_future(sweep_orphans_in_background(self.log))
+        # Containers of servers that were killed (and whose watchdog died too) go now. Only
+        # this server's owner group: other groups on a shared engine sweep their own.
+        self._sweep_task = asyncio.ensure_future(
+            sweep_orphans_in_background(self.log, self.images.docker_host, self.images.owner_label)
+        )
 
     async def stop_extension(self) -> None:
         """Cancel running jobs, stop watching the engine, remove the dynamic kernelspecs."""
+        sweep = getattr(self, "_sweep_task", None)
+        if sweep is not None and not sweep.done():
+            sweep.cancel()
+            await asyncio.gather(sweep, return_exceptions=True)
         service = getattr(self, "service", None)
         if service is not None:
             await service.stop()
 
 
-async def sweep_orphans_in_background(log: Any) -> None:
+async def sweep_orphans_in_background(log: Any, docker_host: str, owner: str) -> None:
     """Remove kernel containers whose owning server on this host is gone; never fail start."""
     from .. import engine
 
     try:
-        client = await engine.get_client_async(os.environ.get("TFENV_DOCKER_HOST", ""))
-        removed = await engine.run_blocking(engine.sweep_orphans, client)
+        client = await engine.get_client_async(docker_host)
+        removed = await engine.run_blocking(engine.sweep_orphans, client, owner)
     except Exception as error:  # an engine that is down must not stop the server
         log.warning("jupyter_tfenv: could not sweep containers of stopped servers: %s", error)
         return

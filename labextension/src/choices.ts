@@ -52,10 +52,23 @@ export function compareVersions(a: string | null, b: string | null): number {
 
 /**
  * Local images and registry tags as one list, newest TensorFlow first, each
- * image once; a registry tag that is already local counts as local.
+ * image once; a registry tag that is already local counts as local. The
+ * kernel's own image is always listed, so the list can start on it even when
+ * the server does not count it as a TensorFlow image.
  */
-export function buildChoices(images: IImages): IChoice[] {
+export function buildChoices(
+  images: IImages,
+  current: IKernelInfo | null = null
+): IChoice[] {
   const byImage = new Map<string, IChoice>();
+  if (current) {
+    byImage.set(current.image, {
+      image: current.image,
+      tensorflowVersion: current.tensorflow_version,
+      local: true,
+      gpu: false
+    });
+  }
   for (const image of images.local) {
     byImage.set(image.image, {
       image: image.image,

@@ -7,7 +7,7 @@ import { TranslationBundle } from '@jupyterlab/translation';
 import { CommandRegistry } from '@lumino/commands';
 import { Widget } from '@lumino/widgets';
 
-import { IImages, ISwitchRequest, requestAPI } from './api';
+import { IImages, IKernelInfo, ISwitchRequest, requestAPI } from './api';
 import {
   buildChoices,
   choiceLabel,
@@ -47,7 +47,7 @@ export function addCommands(
       if (!info) {
         return;
       }
-      const body = new SwitchDialogBody(info.image, info.gpus, trans);
+      const body = new SwitchDialogBody(info, trans);
       const result = await showDialog({
         title: trans.__('Switch TensorFlow Version'),
         body,
@@ -148,21 +148,20 @@ class SwitchDialogBody
   implements Dialog.IBodyWidget<ISwitchRequest>
 {
   constructor(
-    private readonly _currentImage: string,
-    currentGpus: string,
+    private readonly _kernel: IKernelInfo,
     private readonly _trans: TranslationBundle
   ) {
     super();
     this.addClass('jp-tfenv-dialog');
     this._version.className = 'jp-tfenv-version jp-mod-styled';
     this._device.className = 'jp-tfenv-device jp-mod-styled';
-    this._version.append(option(_currentImage, shortImage(_currentImage)));
+    this._version.append(option(_kernel.image, shortImage(_kernel.image)));
     this._device.append(
       option(CPU, _trans.__('CPU')),
       option(GPU, _trans.__('GPU (all)'))
     );
-    this._device.value = currentGpus === CPU ? CPU : GPU;
-    this._note.className = 'jp-tfenv-message';
+    this._device.value = _kernel.gpus === CPU ? CPU : GPU;
+    this._note.className = 'jp-tfenv-registry';
     this._note.textContent = _trans.__('Loading images…');
     this.node.append(
       field(_trans.__('Version'), this._version),
@@ -179,6 +178,9 @@ class SwitchDialogBody
   private async _load(): Promise<void> {
     try {
       this._fill(await requestAPI<IImages>('images?registry=0'));
+      this._note.textContent = this._trans.__(
+        'Asking the registry for more versions…'
+      );
       const all = await requestAPI<IImages>('images');
       this._fill(all);
       this._note.textContent = all.registry?.error
@@ -190,8 +192,8 @@ class SwitchDialogBody
   }
 
   private _fill(images: IImages): void {
-    const selected = this._version.value || this._currentImage;
-    const choices: IChoice[] = buildChoices(images);
+    const selected = this._version.value || this._kernel.image;
+    const choices: IChoice[] = buildChoices(images, this._kernel);
     this._version.replaceChildren(
       ...choices.map(choice =>
         option(choice.image, choiceLabel(choice, this._trans))

@@ -65,10 +65,7 @@ export class TfenvSwitcherView extends DOMWidgetView {
       option(CPU, trans.__('CPU')),
       option(GPU, trans.__('GPU (all)'))
     );
-    this._button = element(
-      'button',
-      'jp-tfenv-switch jp-mod-styled jp-mod-accept'
-    );
+    this._button = element('button', 'jp-tfenv-switch');
     this._button.textContent = trans.__('Switch');
     this._button.addEventListener('click', () => void this._switch());
     this._version.addEventListener('change', () => this._updateControls());
@@ -84,6 +81,7 @@ export class TfenvSwitcherView extends DOMWidgetView {
     this._progress = element('progress', 'jp-tfenv-progress');
     this._progress.hidden = true;
     this._message = element('div', 'jp-tfenv-message');
+    this._registry = element('div', 'jp-tfenv-registry');
 
     const title = element('div', 'jp-tfenv-title');
     title.textContent = trans.__('TensorFlow environment');
@@ -91,6 +89,7 @@ export class TfenvSwitcherView extends DOMWidgetView {
       title,
       this._current,
       controls,
+      this._registry,
       this._progress,
       this._message
     );
@@ -124,15 +123,15 @@ export class TfenvSwitcherView extends DOMWidgetView {
       }
       this._showCurrent(kernel);
       // Local images answer at once; the registry may take seconds.
-      this._showChoices(await requestAPI<IImages>('images?registry=0', { signal }));
+      this._showChoices(
+        await requestAPI<IImages>('images?registry=0', { signal })
+      );
+      this._registry.textContent = trans.__('Asking the registry for more versions…');
       const all = await requestAPI<IImages>('images', { signal });
       this._showChoices(all);
-      if (all.registry?.error) {
-        this._say(
-          trans.__('Registry unavailable: %1', all.registry.error),
-          'warning'
-        );
-      }
+      this._registry.textContent = all.registry?.error
+        ? trans.__('Registry unavailable: %1', all.registry.error)
+        : '';
     } catch (error) {
       if (!signal.aborted) {
         this._say(String((error as Error).message ?? error), 'error');
@@ -169,7 +168,7 @@ export class TfenvSwitcherView extends DOMWidgetView {
   private _showChoices(images: IImages): void {
     const trans = translation();
     const selected = this._version.value || this._kernel?.image || '';
-    this._choices = buildChoices(images);
+    this._choices = buildChoices(images, this._kernel);
     this._version.replaceChildren(
       ...this._choices.map(choice =>
         option(choice.image, choiceLabel(choice, trans))
@@ -280,4 +279,5 @@ export class TfenvSwitcherView extends DOMWidgetView {
   private _button!: HTMLButtonElement;
   private _progress!: HTMLProgressElement;
   private _message!: HTMLDivElement;
+  private _registry!: HTMLDivElement;
 }

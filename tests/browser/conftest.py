@@ -135,6 +135,10 @@ def lab_server(
     extensions = home / "data" / "labextensions"
     extensions.mkdir(parents=True)
     (extensions / "jupyter-tfenv").symlink_to(BUILT_EXTENSION, target_is_directory=True)
+    # Keep JupyterLab from asking about news: the toast would cover the page.
+    settings = home / "lab-settings" / "@jupyterlab" / "apputils-extension"
+    settings.mkdir(parents=True)
+    (settings / "notification.jupyterlab-settings").write_text(json.dumps({"fetchNews": "false"}))
     config = home / "config"
     config.mkdir()
     (config / "jupyter_server_config.json").write_text(

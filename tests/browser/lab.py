@@ -76,9 +76,11 @@ class Lab:
         return cell
 
     def output_of(self, code: str, expected: str, timeout_ms: float = 60_000) -> Locator:
-        """Run CODE and wait until the cell's output shows EXPECTED."""
-        output = self.run_cell(code).locator(".jp-OutputArea-output")
-        expect(output.first).to_contain_text(expected, timeout=timeout_ms)
+        """Run CODE and wait until the cell's printed output (stdout) shows EXPECTED."""
+        output = self.run_cell(code).locator(
+            '.jp-OutputArea-output[data-mime-type="application/vnd.jupyter.stdout"]'
+        )
+        expect(output).to_contain_text(expected, timeout=timeout_ms)
         return output
 
     def tensorflow_version_shown(self, version: str) -> None:

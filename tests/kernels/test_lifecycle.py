@@ -20,7 +20,7 @@ from jupyter_tfenv.errors import (
     ImageWithoutPythonError,
 )
 
-from .conftest import containers_of, wait_until
+from .conftest import containers_of
 
 pytestmark = [pytest.mark.engine, pytest.mark.asyncio]
 

@@ -163,11 +163,9 @@ class _RegistryHandler(web.RequestHandler):
     async def _proxy(self, path: str) -> None:
         front = self.front
         query = f"?{self.request.query}" if self.request.query else ""
-        headers = {
-            key: value
-            for key, value in self.request.headers.get_all()
-            if key.lower() in ("accept",)
-        }
+        # The engine sends one Accept header per manifest type; all of them must pass.
+        accept = ", ".join(self.request.headers.get_list("Accept"))
+        headers = {"Accept": accept} if accept else {}
         client = httpclient.AsyncHTTPClient(force_instance=True)
         try:
             answer = await client.fetch(

@@ -19,8 +19,9 @@ from jupyter_tfenv.container import (
     describe_exit,
     published_ports,
 )
+from jupyter_tfenv.errors import KernelContainerError
 from jupyter_tfenv.gpus import parse_gpus
-from jupyter_tfenv.provisioner import DockerProvisioner
+from jupyter_tfenv.provisioner import DockerProvisioner, check_engine_is_local
 
 
 def plan(**overrides: Any) -> ContainerPlan:
@@ -209,3 +210,16 @@ def test_container_env_passes_only_the_allowlist_kernelspec_env_and_our_own() ->
     assert "JUPYTER_TOKEN" not in env
     assert "AWS_SECRET_ACCESS_KEY" not in env
     assert not any("secret" in value for value in env.values())
+
+
+@pytest.mark.parametrize(
+    "docker_host", ["", "unix:///var/run/docker.sock", "tcp://127.0.0.1:2375", "ssh://me@localhost"]
+)
+def test_local_engines_are_accepted(docker_host: str) -> None:
+    check_engine_is_local(docker_host)
+
+
+@pytest.mark.parametrize("docker_host", ["ssh://me@gpu-box", "tcp://10.1.2.3:2376"])
+def test_remote_engines_are_refused_at_once_with_the_reason(docker_host: str) -> None:
+    with pytest.raises(KernelContainerError, match="on another machine"):
+        check_engine_is_local(docker_host)
