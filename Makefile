@@ -16,7 +16,8 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 DEVENV := $(PY) scripts/devenv.py
-# Extra pytest arguments, e.g. make test PYTEST_ARGS="-k images -x"
+# What make test runs, e.g. make test TESTS=tests/integration PYTEST_ARGS="-k images -x"
+TESTS ?= tests
 PYTEST_ARGS ?=
 
 .PHONY: help setup engine images test demo bench lab lint
@@ -45,7 +46,7 @@ images: setup
 # the tests probe and report whether GPU requests reach it.
 test: setup
 	$(DEVENV) all --gpu-standin
-	$(PY) -m pytest -p no:cacheprovider $(PYTEST_ARGS) tests
+	$(PY) -m pytest -p no:cacheprovider $(PYTEST_ARGS) $(TESTS)
 
 demo: setup
 	$(DEVENV) all

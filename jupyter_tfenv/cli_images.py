@@ -111,7 +111,7 @@ class ImagesCommand(JupyterApp):  # type: ignore[misc]
     """Shared parts: the settings object, config loading, and clean error exits."""
 
     config_file_name = "jupyter_tfenv_config"
-    classes = [TfenvImages]  # noqa: RUF012 - traitlets reads it from the class
+    classes = [TfenvImages]
 
     def load_config_file(self, suppress_errors: bool = True) -> None:  # type: ignore[override]
         """Read c.TfenvImages from the server's config too; jupyter_tfenv_config wins."""
@@ -202,8 +202,8 @@ class ImagesApp(ImagesCommand):
     json_output = Bool(False, config=True, help="Print JSON (as the REST API's images answer).")
     registry = Bool(True, config=True, help="Also list the registry's tags (network access).")
     max_tags = Int(30, config=True, help="How many registry tags to print (newest first).")
-    aliases = {**_IMAGE_ALIASES, "max-tags": "ImagesApp.max_tags"}  # noqa: RUF012
-    flags = {  # noqa: RUF012
+    aliases = {**_IMAGE_ALIASES, "max-tags": "ImagesApp.max_tags"}
+    flags = {
         "json": ({"ImagesApp": {"json_output": True}}, "Print JSON."),
         "no-registry": ({"ImagesApp": {"registry": False}}, "Skip the registry's tags."),
     }
@@ -311,8 +311,8 @@ class PullApp(ImagesCommand):
         help="""Seconds between progress lines when stderr is not a terminal (default 5; a
         terminal gets a bar redrawn ten times a second). 0: a line for every change.""",
     )
-    aliases = {**_IMAGE_ALIASES, "progress-interval": "PullApp.progress_interval"}  # noqa: RUF012
-    flags = {  # noqa: RUF012
+    aliases = {**_IMAGE_ALIASES, "progress-interval": "PullApp.progress_interval"}
+    flags = {
         "no-fallback": (
             {"TfenvImages": {"mirror_fallback": False}},
             "Do not pull from Docker Hub itself when every mirror failed.",
@@ -336,7 +336,7 @@ class PrepareApp(ImagesCommand):
     """
     quiet = Bool(False, config=True, help="Do not print the build's output.")
     aliases = _IMAGE_ALIASES
-    flags = {  # noqa: RUF012
+    flags = {
         "quiet": ({"PrepareApp": {"quiet": True}}, "Do not print the build's output."),
     }
 
@@ -397,7 +397,7 @@ class DoctorApp(ImagesCommand):
         False, config=True, help="Also check that the registry lists tags (network access)."
     )
     aliases = _IMAGE_ALIASES
-    flags = {  # noqa: RUF012
+    flags = {
         "registry": ({"DoctorApp": {"check_registry": True}}, "Also check the registry."),
     }
 

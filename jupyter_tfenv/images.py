@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import fnmatch
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -393,11 +394,19 @@ def apply_facts(image: LocalImage, facts: ImageFacts) -> None:
 
 
 def probe_images(
-    client: docker.DockerClient, images: list[LocalImage], settings: TfenvImages
+    client: docker.DockerClient,
+    images: list[LocalImage],
+    settings: TfenvImages,
+    stop: Callable[[], bool] | None = None,
 ) -> None:
-    """Blocking: probe each image once per id (cached), recording a failure on the image."""
+    """Blocking: probe each image once per id (cached), recording a failure on the image.
+
+    ``stop`` is asked between images, so a server that shuts down waits for one probe at most.
+    """
     by_id: dict[str, ImageFacts | str] = {}
     for image in images:
+        if stop is not None and stop():
+            return
         if image.id not in by_id:
             try:
                 by_id[image.id] = probe_image(client, image.id, owner=settings.owner_label)

@@ -8,6 +8,7 @@ outputs are saved back through the contents API. Used by ``make demo`` and the e
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import time
 import uuid
@@ -96,9 +97,15 @@ def _output_from(msg: dict[str, Any]) -> dict[str, Any] | None:
 
 
 async def execute_cell(
-    ws: WebSocketClientConnection, code: str, timeout: float
+    ws: WebSocketClientConnection,
+    code: str,
+    timeout: float,
+    on_output: Callable[[dict[str, Any]], None] | None = None,
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """Run ``code``; return the execute_reply content and the cell's outputs."""
+    """Run ``code``; return the execute_reply content and the cell's outputs.
+
+    ``on_output`` sees each output as it arrives, so a long cell shows progress while it runs.
+    """
     request = _message("execute_request", {
         "code": code, "silent": False, "store_history": True, "user_expressions": {},
         "allow_stdin": False, "stop_on_error": True,
@@ -128,6 +135,8 @@ async def execute_cell(
                 output = _output_from(msg)
                 if output is not None:
                     outputs.append(output)
+                    if on_output is not None:
+                        on_output(output)
     return reply, outputs
 
 
@@ -160,12 +169,10 @@ async def run_notebook(
                     continue
                 source = cell["source"]
                 code = "".join(source) if isinstance(source, list) else source
-                reply, outputs = await execute_cell(ws, code, timeout)
+                report = None if on_output is None else functools.partial(on_output, index)
+                reply, outputs = await execute_cell(ws, code, timeout, report)
                 cell["outputs"] = outputs
                 cell["execution_count"] = reply.get("execution_count")
-                for output in outputs:
-                    if on_output is not None:
-                        on_output(index, output)
                 if reply["status"] != "ok":
                     failure = f"Cell {index} failed: {reply.get('ename')}: {reply.get('evalue')}"
                     break

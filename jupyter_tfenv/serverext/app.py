@@ -38,7 +38,7 @@ class TfenvExtensionApp(ExtensionApp):  # type: ignore[misc]
     description = __doc__
     load_other_extensions = True
     # Listed so `--help-all` documents their settings too.
-    classes = [TfenvImages, TfenvKernelSpecManager]  # noqa: RUF012
+    classes = [TfenvImages, TfenvKernelSpecManager]
 
     refresh_interval = Float(
         30.0,

@@ -195,6 +195,9 @@ class ImageCatalog:
             self._debounce.cancel()
         task = self._refresh_task
         if task is not None and not task.done():
+            # Let the engine work in flight end (one probe at most), so no probe container
+            # outlives the server; cancel only a refresh that hangs.
+            await asyncio.wait([task], timeout=15)
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
         if self._watcher is not None:
@@ -276,7 +279,9 @@ class ImageCatalog:
                     image.probe_error = old.probe_error
             self._publish(images, gpu_ok)
             if any(image.kernel_ready is None for image in images):
-                await engine.run_blocking(probe_images, client, images, settings)
+                await engine.run_blocking(
+                    probe_images, client, images, settings, self._stopping.is_set
+                )
                 self._publish(images, gpu_ok)
             self.error = None
         except (TfenvError, docker.errors.DockerException, OSError) as error:
@@ -285,6 +290,8 @@ class ImageCatalog:
         self.refreshed_at = time.monotonic()
 
     def _publish(self, images: list[LocalImage], gpu_ok: bool) -> None:
+        if self._stopping.is_set():
+            return
         self.images = images
         self.gpu_ok = gpu_ok
         self.generation += 1

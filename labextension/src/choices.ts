@@ -123,10 +123,7 @@ export function describeTensorFlow(
 }
 
 /** A choice as a menu or dropdown line. */
-export function choiceLabel(
-  choice: IChoice,
-  trans: TranslationBundle
-): string {
+export function choiceLabel(choice: IChoice, trans: TranslationBundle): string {
   const name = describeTensorFlow(choice.tensorflowVersion, trans);
   const where = choice.local
     ? shortImage(choice.image)

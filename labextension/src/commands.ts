@@ -119,7 +119,10 @@ export async function runSwitch(
     });
     Notification.update({
       id,
-      message: trans.__('The kernel now runs %1.', describeKernel(after, trans)),
+      message: trans.__(
+        'The kernel now runs %1.',
+        describeKernel(after, trans)
+      ),
       type: 'success',
       autoClose: 5000,
       progress: undefined

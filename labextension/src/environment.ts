@@ -56,7 +56,10 @@ export class KernelEnvironment {
         }
       })
       .catch(error => {
-        console.warn('jupyter-tfenv: cannot read the kernel environment', error);
+        console.warn(
+          'jupyter-tfenv: cannot read the kernel environment',
+          error
+        );
         if (request === this._request) {
           this._set(null);
         }

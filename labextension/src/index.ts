@@ -42,9 +42,8 @@ const widgetPlugin: JupyterFrontEndPlugin<void> = {
       version: '1.0.0',
       // Loaded on first use, so notebooks without the switcher pay nothing.
       exports: async () => {
-        const { TfenvSwitcherModel, TfenvSwitcherView } = await import(
-          './switcher'
-        );
+        const { TfenvSwitcherModel, TfenvSwitcherView } =
+          await import('./switcher');
         return { TfenvSwitcherModel, TfenvSwitcherView };
       }
     });

@@ -126,7 +126,9 @@ export class TfenvSwitcherView extends DOMWidgetView {
       this._showChoices(
         await requestAPI<IImages>('images?registry=0', { signal })
       );
-      this._registry.textContent = trans.__('Asking the registry for more versions…');
+      this._registry.textContent = trans.__(
+        'Asking the registry for more versions…'
+      );
       const all = await requestAPI<IImages>('images', { signal });
       this._showChoices(all);
       this._registry.textContent = all.registry?.error

@@ -19,6 +19,7 @@ import os
 import shutil
 import tempfile
 import threading
+import urllib.request
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -131,8 +132,10 @@ def lab_server(
     for image in (tf_jupyter_image, tf_alt_jupyter_image, ipywidgets7_image):
         install_kernelspec(image, gpus="none", user=False, prefix=str(prefix))
 
-    # This checkout's build, not a copy an earlier `pip install` left in the environment.
-    extensions = home / "data" / "labextensions"
+    # This checkout's build, not a copy an earlier `pip install` left in the environment: in a
+    # virtual environment jupyter_core prefers sys.prefix over the user's data directory, so
+    # only JUPYTER_PATH comes before that copy.
+    extensions = prefix / "share" / "jupyter" / "labextensions"
     extensions.mkdir(parents=True)
     (extensions / "jupyter-tfenv").symlink_to(BUILT_EXTENSION, target_is_directory=True)
     # Keep JupyterLab from asking about news: the toast would cover the page.
@@ -158,6 +161,10 @@ def lab_server(
     )
     server.start(timeout=120)
     try:
+        built = json.loads((BUILT_EXTENSION / "package.json").read_text())["jupyterlab"]
+        with urllib.request.urlopen(f"{server.url}lab?token={server.token}", timeout=30) as page:
+            served = page.read().decode()
+        assert built["_build"]["load"] in served, "JupyterLab serves another jupyter-tfenv build"
         yield server
     finally:
         server.stop()

@@ -66,6 +66,37 @@ def test_menu_switches_version_and_status_bar_follows(
     assert after.image.tags == [tf_alt_jupyter_image]
     assert not container_exists(docker_client, before.id)
 
+    # A device the engine cannot serve: the error is a notification, the kernel stays as it was.
+    if "nvidia" not in (docker_client.info().get("Runtimes") or {}):
+        page.locator(".lm-MenuBar-item", has_text="TensorFlow").click()
+        page.locator(".lm-Menu-item", has_text="Run on GPU").click()
+        failure = lab.notification(
+            f"Switching to tensorflow:{tf_alt_version}-jupyter failed; the kernel is unchanged."
+        )
+        expect(failure).to_be_visible(timeout=SWITCH_TIMEOUT_MS)
+        expect(failure).to_contain_text("NVIDIA")
+        screenshot(page, "menu-gpu-error")
+        expect(status).to_have_text(
+            f"TensorFlow {tf_alt_version} · CPU · tensorflow:{tf_alt_version}-jupyter"
+        )
+        assert [c.id for c in kernel_containers(docker_client, tfenv_run_label, kernel_id)] == [
+            after.id
+        ]
+
     lab.shut_down_kernel()
     page.wait_for_timeout(500)
     assert kernel_containers(docker_client, tfenv_run_label, kernel_id) == []
+
+
+def test_version_mismatch_is_announced(lab_server: ServerProcess, page: Any) -> None:
+    # A server extension from another release, as after upgrading without restarting Jupyter.
+    page.route(
+        "**/tfenv/api/version*",
+        lambda route: route.fulfill(json={"version": "0.0.9"}),
+    )
+    lab = Lab(page, lab_server)
+    lab.open("mismatch")
+
+    warning = lab.notification("the JupyterLab extension is version")
+    expect(warning).to_be_visible(timeout=30_000)
+    expect(warning).to_contain_text("but the server extension is 0.0.9")

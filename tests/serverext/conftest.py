@@ -113,13 +113,19 @@ class ImageKit:
                 raise RuntimeError(f"push of {ref} failed: {event['error']}")
 
     def remove(self, ref: str) -> None:
-        try:
-            self.client.api.remove_image(ref, noprune=False)
-        except docker.errors.ImageNotFound:
-            pass
-        except docker.errors.APIError as error:
-            if error.status_code != 404:
-                raise
+        # A probe container of a server that is shutting down may hold the image a moment.
+        for attempt in range(20):
+            try:
+                self.client.api.remove_image(ref, noprune=False)
+                return
+            except docker.errors.ImageNotFound:
+                return
+            except docker.errors.APIError as error:
+                if error.status_code == 404:
+                    return
+                if error.status_code != 409 or attempt == 19:
+                    raise
+                time.sleep(0.5)
 
     def exists(self, ref: str) -> bool:
         try:
@@ -154,15 +160,27 @@ def remote_tf(made_images: ImageKit, registry: LocalRegistry, ns: str) -> str:
     The local copies are removed, so a pull really transfers the layer.
     """
     repository = f"{registry.host}/{ns}/tensorflow"
-    first = made_images.tiny(
-        f"{repository}:2.99.0", labels={"org.tensorflow.version": "2.99.0"}
-    )
-    made_images.push(first)
-    second = made_images.tag(first, f"{repository}:2.99.1")
-    made_images.push(second)
-    made_images.remove(second)
-    made_images.remove(first)
+    for tag in ("2.99.0", "2.99.1"):
+        ref = made_images.tiny(f"{repository}:{tag}", labels={"org.tensorflow.version": tag})
+        made_images.push(ref)
+        made_images.remove(ref)
     return repository
+
+
+@pytest.fixture
+def fresh_remote(made_images: ImageKit, registry: LocalRegistry, ns: str) -> str:
+    """Path and tag of a new 4 MB image in the loopback registry (layers unknown locally)."""
+    fresh_remote.count += 1  # type: ignore[attr-defined]
+    tag = f"2.98.{fresh_remote.count}"  # type: ignore[attr-defined]
+    ref = made_images.tiny(
+        f"{registry.host}/{ns}/tensorflow:{tag}", labels={"org.tensorflow.version": tag}
+    )
+    made_images.push(ref)
+    made_images.remove(ref)
+    return f"{ns}/tensorflow:{tag}"
+
+
+fresh_remote.count = 0  # type: ignore[attr-defined]
 
 
 @pytest.fixture(scope="session")

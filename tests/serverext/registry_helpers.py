@@ -117,9 +117,9 @@ class _TokenHandler(web.RequestHandler):
     def get(self) -> None:
         front = self.front
         header = self.request.headers.get("Authorization", "")
-        expected = "Basic " + base64.b64encode(
-            f"{front.username}:{front.password}".encode()
-        ).decode()
+        expected = (
+            "Basic " + base64.b64encode(f"{front.username}:{front.password}".encode()).decode()
+        )
         front.token_requests.append(
             {
                 "service": self.get_query_argument("service", ""),
@@ -180,10 +180,14 @@ class _RegistryHandler(web.RequestHandler):
         finally:
             client.close()
         self.set_status(answer.code)
-        for key, value in answer.headers.get_all():
+        for key in {key for key, _ in answer.headers.get_all()}:
             if key.lower() in ("content-length", "transfer-encoding", "connection", "date"):
                 continue
-            self.add_header(key, value)
+            # set_header replaces tornado's default Content-Type instead of adding a second.
+            values = answer.headers.get_list(key)
+            self.set_header(key, values[0])
+            for value in values[1:]:
+                self.add_header(key, value)
         body = answer.body or b""
         if self.request.method == "HEAD":
             self.set_header("Content-Length", answer.headers.get("Content-Length", "0"))
@@ -236,7 +240,9 @@ class RegistryFront:
                 (r"/v2/(.*)", _RegistryHandler, {"front": self.state}),
             ]
         )
-        server = HTTPServer(app)
+        # The engine first tries TLS on an insecure registry; tornado would wait for HTTP
+        # headers that never come. A short header timeout makes it fall back to HTTP at once.
+        server = HTTPServer(app, idle_connection_timeout=0.5)
         server.listen(self.port, address="127.0.0.1")
         self._server = server
         loop.call_soon(self._ready.set)

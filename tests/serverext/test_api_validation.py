@@ -52,7 +52,11 @@ async def test_unknown_ids_are_404(jp_fetch: Any, tfenv_app: Any) -> None:
         assert info.value.code == 404, parts
     status, answer = await post_json(
         jp_fetch,
-        "tfenv", "api", "kernels", "5f1d3c4e-0000-0000-0000-000000000000", "switch",
+        "tfenv",
+        "api",
+        "kernels",
+        "5f1d3c4e-0000-0000-0000-000000000000",
+        "switch",
         body={"gpus": "all"},
     )
     assert status == 404

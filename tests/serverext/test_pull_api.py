@@ -32,7 +32,11 @@ async def read_events(jp_fetch: Any, job_id: str, timeout: float = 90) -> list[d
                     events.append(json.loads(line[6:]))
 
     response = await jp_fetch(
-        "tfenv", "api", "jobs", job_id, "events",
+        "tfenv",
+        "api",
+        "jobs",
+        job_id,
+        "events",
         streaming_callback=on_chunk,
         request_timeout=timeout,
     )
@@ -44,11 +48,10 @@ async def test_pull_progress_is_streamed(
     jp_fetch: Any,
     tfenv_app: Any,
     made_images: ImageKit,
-    remote_tf: str,
+    fresh_remote: str,
     slow_front: RegistryFront,
-    ns: str,
 ) -> None:
-    image = made_images.remember(f"{slow_front.host}/{ns}/tensorflow:2.99.0")
+    image = made_images.remember(f"{slow_front.host}/{fresh_remote}")
     status, job = await post_json(jp_fetch, "tfenv", "api", "pulls", body={"image": image})
     assert status == 202
     assert (job["kind"], job["image"], job["status"]) == ("pull", image, "running")
@@ -81,11 +84,10 @@ async def test_client_leaving_mid_pull_neither_cancels_nor_loses_it(
     jp_base_url: str,
     tfenv_app: Any,
     made_images: ImageKit,
-    remote_tf: str,
+    fresh_remote: str,
     slow_front: RegistryFront,
-    ns: str,
 ) -> None:
-    image = made_images.remember(f"{slow_front.host}/{ns}/tensorflow:2.99.1")
+    image = made_images.remember(f"{slow_front.host}/{fresh_remote}")
     status, job = await post_json(jp_fetch, "tfenv", "api", "pulls", body={"image": image})
     assert status == 202
 
@@ -122,20 +124,23 @@ async def test_one_pull_per_image_and_stalled_pull_times_out(
     jp_fetch: Any, tfenv_app: Any, stall_front: RegistryFront, ns: str
 ) -> None:
     image = f"{stall_front.host}/{ns}/tensorflow:2.99.0"
+    started = time.monotonic()
     status, job = await post_json(jp_fetch, "tfenv", "api", "pulls", body={"image": image})
     assert status == 202
     status, busy = await post_json(jp_fetch, "tfenv", "api", "pulls", body={"image": image})
     assert status == 409
     assert busy["id"] == job["id"]
 
-    started = time.monotonic()
     final = await wait_job(jp_fetch, job["id"], timeout=30)
-    assert time.monotonic() - started < 15
+    # Given up after the stall timeout, not at once and not much later.
+    assert 1.9 <= final["updated"] - final["created"] < 15
+    assert time.monotonic() - started < 20
     assert final["status"] == "error"
     assert "no progress for 2 s" in final["error"]
     assert "pull_stall_timeout" in final["error"]
     assert "registry_mirrors" in final["error"]
-    assert stall_front.registry_requests, "the engine never reached the stalled registry"
+    # The engine did reach the registry: it is the registry that stalled.
+    assert any(line.startswith("GET /v2/") for line in stall_front.registry_requests)
 
     # Once that pull has ended, the image may be pulled again.
     status, retry = await post_json(jp_fetch, "tfenv", "api", "pulls", body={"image": image})
@@ -242,9 +247,10 @@ async def test_every_mirror_failing_names_each_cause(
     status, job = await post_json(
         jp_fetch, "tfenv", "api", "pulls", body={"image": f"{ns}/tensorflow:0.0.404"}
     )
+    assert status == 202
     final = await wait_job(jp_fetch, job["id"])
     assert final["status"] == "error"
-    assert f"{dead}/{ns}/tensorflow:0.0.404: the registry {dead} cannot be reached" in (
-        final["error"]
+    assert (
+        f"{dead}/{ns}/tensorflow:0.0.404: the registry {dead} cannot be reached" in (final["error"])
     )
     assert "the tag '0.0.404' does not exist" in final["error"]
