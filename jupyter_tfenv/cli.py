@@ -48,10 +48,12 @@ class InstallApp(JupyterApp):  # type: ignore[misc]
     }
     flags = {
         "sys-prefix": (
-            {"InstallApp": {"sys_prefix": True, "user": False}}, "Install in sys.prefix."
+            {"InstallApp": {"sys_prefix": True, "user": False}},
+            "Install in sys.prefix.",
         ),
         "no-probe": (
-            {"InstallApp": {"probe": False}}, "Do not start a container to read versions."
+            {"InstallApp": {"probe": False}},
+            "Do not start a container to read versions.",
         ),
     }
 

@@ -58,7 +58,7 @@ class ProgressPrinter:
         self.stream = stream
         self.tty = stream.isatty()
         self.interval = interval if interval is not None else (0.1 if self.tty else 5.0)
-        self._last = 0.0
+        self._last = float("-inf")
         self._drawn = False
         self._last_text = ""
 
@@ -286,7 +286,8 @@ class ImagesApp(ImagesCommand):
             )
         widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
         for row in rows:
-            print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)))
+            cells = (cell.ljust(width) for cell, width in zip(row, widths, strict=True))
+            print("  ".join(cells).rstrip())
         not_ready = [image.ref for image in images if image.kernel_ready is False]
         if not_ready:
             print(

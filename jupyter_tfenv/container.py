@@ -7,6 +7,7 @@ which ports are published where, which environment passes, and the safety option
 from __future__ import annotations
 
 import os
+import re
 import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +37,15 @@ CONTAINER_PORTS = {
 PORT_NAMES = tuple(CONTAINER_PORTS)
 
 NETWORK_MODES = ("loopback", "host", "none")
+
+# Lines ipykernel prints at every start. In a death reason they only push the lines that say
+# what happened out of view, and their "Ctrl-C will not work" is wrong for our kernels.
+_IPYKERNEL_BANNER = re.compile(
+    r"^\s*($|NOTE: When using the `ipython kernel` entry point|To exit, you will have to "
+    r"explicitly quit|\"quit\" from a client, or using Ctrl-|To read more about this, see "
+    r"https://github.com/ipython/ipython/issues/2049|To connect another client to this "
+    r"kernel, use:|--existing \S+\s*$)"
+)
 
 
 @dataclass
@@ -86,6 +96,10 @@ def build_create_kwargs(plan: ContainerPlan) -> dict[str, Any]:
 
     env = dict(plan.env)
     env["HOME"] = CONTAINER_HOME
+    # docker-init (tini) then signals the kernel's whole process group, as a local kernel's
+    # interrupt does: SIGINT reaches Python even through an image entrypoint that runs it
+    # without `exec`, and reaches `!command` children of a cell too.
+    env["TINI_KILL_PROCESS_GROUP"] = "1"
     if plan.mount_package:
         env["PYTHONPATH"] = ":".join(p for p in (plan.image_pythonpath, CONTAINER_LIB_DIR) if p)
 
@@ -179,13 +193,18 @@ def describe_exit(attrs: dict[str, Any], log_tail: str) -> str:
             "memory (smaller batches)"
         )
     elif code == 137:
-        parts.append(" (killed by SIGKILL, e.g. `docker kill` or the engine stopping)")
+        parts.append(
+            " (killed by SIGKILL: `docker kill`, the kernel process killed inside its container, "
+            "or the system's out-of-memory killer)"
+        )
     elif code == 143:
-        parts.append(" (stopped by SIGTERM)")
+        parts.append(" (stopped by SIGTERM: `docker stop`, or the Docker engine stopping)")
     if state.get("Error"):
         parts.append(f"; engine error: {state['Error']}")
     text = "".join(parts) + "."
-    tail = log_tail.strip()
+    tail = "\n".join(
+        line for line in log_tail.strip().splitlines() if not _IPYKERNEL_BANNER.match(line)
+    )
     if tail:
         text += " Last lines of its log:\n" + tail
     return text

@@ -89,12 +89,15 @@ def get_client(docker_host: str = "", timeout: float = 60.0) -> docker.DockerCli
         try:
             if docker_host:
                 client = docker.DockerClient(
-                    base_url=docker_host, timeout=int(timeout), max_pool_size=32,
+                    base_url=docker_host,
+                    timeout=int(timeout),
+                    max_pool_size=32,
                     use_ssh_client=docker_host.startswith("ssh://"),
                 )
             else:
                 client = docker.from_env(
-                    timeout=int(timeout), max_pool_size=32,
+                    timeout=int(timeout),
+                    max_pool_size=32,
                     use_ssh_client=os.environ.get("DOCKER_HOST", "").startswith("ssh://"),
                 )
             client.ping()
@@ -102,6 +105,11 @@ def get_client(docker_host: str = "", timeout: float = 60.0) -> docker.DockerCli
             raise EngineUnavailableError(_explain_connect_failure(docker_host, error)) from error
         _clients[docker_host] = client
         return client
+
+
+def unavailable_error(docker_host: str, error: BaseException) -> EngineUnavailableError:
+    """The error for an engine that stopped answering after its client was made, with the fix."""
+    return EngineUnavailableError(_explain_connect_failure(docker_host, error))
 
 
 def forget_client(docker_host: str = "") -> None:
@@ -178,7 +186,9 @@ def sweep_orphans(client: docker.DockerClient, owner: str | None = None) -> list
         short_id = summary["Id"][:12]
         log.warning(
             "Removing container %s of kernel %s: its owner process %s is gone",
-            short_id, labels.get(LABEL_KERNEL_ID, "?"), labels.get(LABEL_OWNER_PID, "?"),
+            short_id,
+            labels.get(LABEL_KERNEL_ID, "?"),
+            labels.get(LABEL_OWNER_PID, "?"),
         )
         remove_container_id(client, summary["Id"])
         removed.append(short_id)
@@ -201,8 +211,15 @@ def start_owner_watchdog(docker_host: str = "") -> None:
         pid = os.getpid()
         _watchdogs[docker_host] = subprocess.Popen(
             [
-                sys.executable, "-m", "jupyter_tfenv.engine", "--watch-owner", str(pid),
-                "--started", _process_start_time(pid), "--docker-host", docker_host,
+                sys.executable,
+                "-m",
+                "jupyter_tfenv.engine",
+                "--watch-owner",
+                str(pid),
+                "--started",
+                _process_start_time(pid),
+                "--docker-host",
+                docker_host,
             ],
             stdin=subprocess.PIPE,
             stdout=subprocess.DEVNULL,
@@ -214,11 +231,13 @@ def start_owner_watchdog(docker_host: str = "") -> None:
 
 def sweep_owner(client: docker.DockerClient, pid: int, started: str) -> list[str]:
     """Remove the kernel containers of the process ``pid`` (started at ``started``) here."""
-    filters = {"label": [
-        f"{LABEL_MANAGED}=true",
-        f"{LABEL_OWNER_HOST}={socket.gethostname()}",
-        f"{LABEL_OWNER_PID}={pid}",
-    ]}
+    filters = {
+        "label": [
+            f"{LABEL_MANAGED}=true",
+            f"{LABEL_OWNER_HOST}={socket.gethostname()}",
+            f"{LABEL_OWNER_PID}={pid}",
+        ]
+    }
     removed = []
     for summary in client.api.containers(all=True, filters=filters):
         if (summary.get("Labels") or {}).get(LABEL_OWNER_STARTED, "") != started:

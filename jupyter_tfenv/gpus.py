@@ -22,7 +22,7 @@ _DEVICE_ID = re.compile(r"^(\d+|(GPU|MIG)-[0-9A-Za-z][0-9A-Za-z/-]*)$")
 GPU_SPEC_HELP = (
     'Accepted GPU specs: "none" (CPU only), "all", a count such as 1 or "2", '
     '"device=0,1" or "device=GPU-<uuid>" (ids as `nvidia-smi -L` prints them), '
-    'or a list of such ids.'
+    "or a list of such ids."
 )
 
 
@@ -75,12 +75,12 @@ def parse_gpus(value: Any) -> GpuRequest:
     if value is None or value is False:
         return GpuRequest()
     if isinstance(value, bool):
-        raise _bad(value, "true is ambiguous; write \"all\" or a count")
+        raise _bad(value, 'true is ambiguous; write "all" or a count')
     if isinstance(value, int):
         if value == -1:
             return GpuRequest(count=-1)
         if value < 0:
-            raise _bad(value, "a count cannot be negative (use -1 or \"all\" for every GPU)")
+            raise _bad(value, 'a count cannot be negative (use -1 or "all" for every GPU)')
         return GpuRequest(count=value)
     if isinstance(value, (list, tuple)):
         if not all(isinstance(item, (str, int)) and not isinstance(item, bool) for item in value):
@@ -100,7 +100,7 @@ def parse_gpus(value: Any) -> GpuRequest:
         return parse_gpus(int(text))
     if lowered.startswith("device="):
         return _parse_ids(value, text.split("=", 1)[1].split(","))
-    raise _bad(value, "not a count, \"all\", \"none\" or \"device=...\"")
+    raise _bad(value, 'not a count, "all", "none" or "device=..."')
 
 
 def is_gpu_driver_error(message: str) -> bool:

@@ -345,8 +345,8 @@ def _is_gpu_variant(tag: str, labels: dict[str, str]) -> bool:
 def list_tensorflow_images(client: docker.DockerClient, settings: TfenvImages) -> list[LocalImage]:
     """Blocking: every local TensorFlow image by name, from one engine call, without probing."""
     found: list[LocalImage] = []
-    for image in client.images.list():
-        attrs = image.attrs
+    # The low-level summary list: one call, where images.list() would inspect every image.
+    for attrs in client.api.images():
         labels = attrs.get("Labels") or {}
         for repo_tag in attrs.get("RepoTags") or []:
             if repo_tag == "<none>:<none>":
@@ -367,7 +367,7 @@ def list_tensorflow_images(client: docker.DockerClient, settings: TfenvImages) -
             found.append(
                 LocalImage(
                     ref=repo_tag,
-                    id=image.id,
+                    id=str(attrs["Id"]),
                     repository=repository,
                     tag=tag,
                     size=int(attrs.get("Size") or 0),

@@ -85,7 +85,9 @@ class Job:
 
     def update_threadsafe(self, **fields: Any) -> None:
         """Like :meth:`update`, from a worker thread."""
-        self._loop.call_soon_threadsafe(lambda: self.update(**fields))
+        # RuntimeError: the loop closed (server shutdown); nobody is left to watch the job.
+        with contextlib.suppress(RuntimeError):
+            self._loop.call_soon_threadsafe(lambda: self.update(**fields))
 
     async def wait_changed(self, seen_version: int, timeout: float) -> None:
         """Return once the job changed after ``seen_version``, or after ``timeout`` seconds."""

@@ -76,8 +76,12 @@ def build_kernel_json(
     config.update(extra_config or {})
     return {
         "argv": [
-            sys.executable, "-m", "jupyter_tfenv.launcher",
-            "--kernelspec-dir", resource_dir, "{connection_file}",
+            sys.executable,
+            "-m",
+            "jupyter_tfenv.launcher",
+            "--kernelspec-dir",
+            resource_dir,
+            "{connection_file}",
         ],
         "display_name": display_name,
         "language": "python",

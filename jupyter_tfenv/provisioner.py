@@ -16,17 +16,20 @@ import os
 import shutil
 import signal
 import string
+import tempfile
 import time
 from pathlib import Path
 from typing import Any, cast
 
 import docker
 import docker.errors
+import requests
 from docker.models.containers import Container
 from docker.utils import parse_bytes
 from jupyter_client.connect import KernelConnectionInfo, LocalPortCache
 from jupyter_client.provisioning.provisioner_base import KernelProvisionerBase
 from jupyter_core.paths import jupyter_runtime_dir
+from tornado import web
 from traitlets import (
     Bool,
     Dict,
@@ -54,7 +57,12 @@ from .container import (
     host_user,
     published_ports,
 )
-from .errors import GpuUnavailableError, KernelContainerError
+from .errors import (
+    EngineUnavailableError,
+    GpuUnavailableError,
+    KernelContainerError,
+    TfenvError,
+)
 from .gpus import GPU_SPEC_HELP, GpuRequest, is_gpu_driver_error, parse_gpus
 from .kernel_image import probe_image, require_kernel_ready
 
@@ -68,13 +76,68 @@ DEFAULT_ENV_ALLOWLIST = [
     "KERAS_BACKEND",
 ]
 DEFAULT_KERNEL_COMMAND = [
-    "python3", "-m", "ipykernel_launcher", "-f", "{connection_file}",
+    "python3",
+    "-m",
+    "ipykernel_launcher",
+    "-f",
+    "{connection_file}",
     # Loads the `%tfenv` magic from the kernel-side modules mounted at CONTAINER_LIB_DIR.
     "--IPKernelApp.extra_extensions=jupyter_tfenv",
 ]
 # Keyword arguments jupyter_client itself passes to every provisioner.
 _FACTORY_KWARGS = {"kernel_id", "kernel_spec", "parent", "config", "log"}
 _sweep_done: set[str] = set()
+# Longest unix socket path Linux takes (sun_path is 108 bytes, with the final NUL).
+_MAX_SOCKET_PATH = 107
+_visible_classes: dict[type[Exception], type[Exception]] = {}
+# Containers that could not be removed while their engine was unreachable, by docker_host;
+# removed when that engine answers again, so an engine restart leaves no exited kernels behind.
+_unremoved: dict[str, set[str]] = {}
+
+
+def shown_to_clients(error: Exception) -> Exception:
+    """``error`` as an instance of its own class that is also a tornado ``HTTPError``.
+
+    jupyter_server answers POST /api/kernels with just "Unhandled error" when starting a kernel
+    raises anything but an ``HTTPError`` (``APIHandler.write_error``), so users never learnt why
+    their kernel did not start. Keeping the original class keeps the ``except`` clauses of other
+    callers (the launcher, the server extension) working.
+    """
+    if isinstance(error, web.HTTPError):
+        return error
+    cls = type(error)
+    visible = _visible_classes.get(cls)
+    if visible is None:
+        namespace = {
+            "__module__": cls.__module__,
+            "__qualname__": cls.__qualname__,
+            "__init__": _visible_init,
+            "__str__": _visible_str,
+        }
+        visible = type(cls.__name__, (cls, web.HTTPError), namespace)
+        _visible_classes[cls] = visible
+    return visible(_start_failure_status(error), str(error))
+
+
+def _visible_init(self: Any, status: int, message: str) -> None:
+    # No positional args: tornado formats the log message with them when it logs the error.
+    web.HTTPError.__init__(self, status, message)
+    self.tfenv_message = message
+
+
+def _visible_str(self: Any) -> str:
+    return str(self.tfenv_message)
+
+
+def _start_failure_status(error: Exception) -> int:
+    """400: the kernelspec or its image cannot work; 503: the engine cannot serve it now."""
+    if isinstance(error, (EngineUnavailableError, GpuUnavailableError)):
+        return 503
+    if isinstance(error, KernelContainerError) or not isinstance(
+        error, (TfenvError, TraitError, ValueError)
+    ):
+        return 500
+    return 400
 
 
 def _docker_size(value: str, name: str, example: str) -> str:
@@ -275,8 +338,8 @@ class DockerProvisioner(KernelProvisionerBase):  # type: ignore[misc]
         parts = value.split(":")
         if len(parts) > 2 or not all(part.isdigit() for part in parts):
             raise TraitError(
-                f"Invalid container_user {value!r}: use \"\" (the Jupyter user), \"image\", or "
-                "numeric \"uid:gid\" such as \"1000:1000\"."
+                f'Invalid container_user {value!r}: use "" (the Jupyter user), "image", or '
+                'numeric "uid:gid" such as "1000:1000".'
             )
         return value
 
@@ -297,8 +360,11 @@ class DockerProvisioner(KernelProvisionerBase):  # type: ignore[misc]
     def __init__(self, **kwargs: Any) -> None:
         unknown = sorted(set(kwargs) - _FACTORY_KWARGS - set(self.class_trait_names(config=True)))
         if unknown:
-            raise ValueError(unknown_settings_message(unknown, type(self)))
-        super().__init__(**kwargs)
+            raise shown_to_clients(ValueError(unknown_settings_message(unknown, type(self))))
+        try:
+            super().__init__(**kwargs)
+        except TraitError as error:
+            raise shown_to_clients(error) from error
         self.container_id: str | None = None
         self.exit_code: int | None = None
         # Why the last container ended, for the server extension and the kernel model's reason.
@@ -308,6 +374,8 @@ class DockerProvisioner(KernelProvisionerBase):  # type: ignore[misc]
         self._ports_from_cache = False
         self._container_connection: dict[str, Any] = {}
         self._started_at = 0.0
+        # Set while the engine does not answer polls, so a death found later names the engine.
+        self._engine_unreachable = False
 
     # -- jupyter_client's provisioner interface -------------------------------------------
 
@@ -319,14 +387,19 @@ class DockerProvisioner(KernelProvisionerBase):  # type: ignore[misc]
     async def pre_launch(self, **kwargs: Any) -> dict[str, Any]:
         """Choose the transport and ports, and write the kernel's private connection file."""
         if not self.image:
-            raise KernelContainerError(
-                f"Kernelspec {self._kernelspec_name()!r} names no image. Reinstall it with "
-                "`jupyter tfenv install --image IMAGE`."
+            raise shown_to_clients(
+                KernelContainerError(
+                    f"Kernelspec {self._kernelspec_name()!r} names no image. Reinstall it with "
+                    "`jupyter tfenv install --image IMAGE`."
+                )
             )
         km = self.parent
         if km is None:
             raise KernelContainerError("DockerProvisioner needs a KernelManager as its parent.")
-        check_engine_is_local(self.docker_host or os.environ.get("DOCKER_HOST", ""))
+        try:
+            check_engine_is_local(self.docker_host or os.environ.get("DOCKER_HOST", ""))
+        except KernelContainerError as error:
+            raise shown_to_clients(error) from error
         run_dir = self._make_run_dir()
         if self.network == "none":
             km.transport = "ipc"
@@ -369,10 +442,16 @@ class DockerProvisioner(KernelProvisionerBase):  # type: ignore[misc]
         try:
             client = await engine.get_client_async(self.docker_host)
             await self._sweep_orphans_once(client)
+            await self._remove_leftovers(client)
             await engine.run_blocking(self._create_and_start, client, cmd, kwargs)
-        except BaseException:
+        except BaseException as error:
             # jupyter_client calls no cleanup after a failed launch: leave nothing behind.
             self._remove_run_dir()
+            if isinstance(error, requests.exceptions.ConnectionError):
+                # The engine went away after its client was made (and pinged): say so.
+                raise shown_to_clients(engine.unavailable_error(self.docker_host, error)) from error
+            if isinstance(error, (TfenvError, docker.errors.DockerException)):
+                raise shown_to_clients(error) from error
             raise
         info: dict[str, Any] = dict(self.connection_info)
         if self.network == "loopback":
@@ -403,11 +482,19 @@ class DockerProvisioner(KernelProvisionerBase):  # type: ignore[misc]
         except docker.errors.NotFound:
             self._record_exit({"State": {"ExitCode": -1}}, "", removed=True)
             return self.exit_code
-        except (docker.errors.DockerException, OSError) as error:
+        except (docker.errors.DockerException, EngineUnavailableError, OSError) as error:
             # The engine may be restarting; the kernel's fate is unknown, so report it alive.
-            self.log.warning("Kernel %s: cannot reach the Docker engine: %s", self.kernel_id, error)
+            if not self._engine_unreachable:
+                self.log.warning(
+                    "Kernel %s: cannot reach the Docker engine: %s", self.kernel_id, error
+                )
+            self._engine_unreachable = True
             return None
+        await self._remove_leftovers(client)
         if attrs["State"].get("Running") or attrs["State"].get("Status") == "created":
+            if self._engine_unreachable:
+                self.log.info("Kernel %s: the Docker engine answers again", self.kernel_id)
+                self._engine_unreachable = False
             return None
         await self._handle_exit(client, attrs)
         return self.exit_code
@@ -498,8 +585,13 @@ class DockerProvisioner(KernelProvisionerBase):  # type: ignore[misc]
         if self._run_dir is None:
             base = Path(jupyter_runtime_dir())
             base.mkdir(parents=True, exist_ok=True)
-            self._run_dir = base / f"tfenv-{self.kernel_id}"
-            self._run_dir.mkdir(mode=0o700, exist_ok=True)
+            run_dir = base / f"tfenv-{self.kernel_id}"
+            if self.network == "none" and len(str(run_dir / "ipc-99")) > _MAX_SOCKET_PATH:
+                # IPC sockets live in the run dir, and a socket path longer than the kernel's
+                # limit fails with "File name too long" only after the container started.
+                run_dir = Path(tempfile.mkdtemp(prefix="tfenv-"))
+            run_dir.mkdir(mode=0o700, exist_ok=True)
+            self._run_dir = run_dir
         return self._run_dir
 
     def _remove_run_dir(self) -> None:
@@ -612,7 +704,35 @@ class DockerProvisioner(KernelProvisionerBase):  # type: ignore[misc]
             self._host_ports = published_ports(container.attrs)
             if len(self._host_ports) != len(PORT_NAMES):
                 self._fail_start(container)
+        if self.gpu_request.wants_gpu:
+            self._warn_shared_gpus(client, container.id)
         return container
+
+    def _warn_shared_gpus(self, client: docker.DockerClient, container_id: str) -> None:
+        """Warn when another kernel on this engine was given the same GPUs (case B12).
+
+        Docker serves `--gpus N` with the first N GPUs, so every one-GPU kernel gets GPU 0
+        unless devices are named; the kernels then share it without anyone noticing.
+        """
+        mine = visible_gpu_ids(self.gpu_request.describe())
+        filters = {"label": [f"{engine.LABEL_MANAGED}=true", f"{engine.LABEL_ROLE}=kernel"]}
+        shared: list[str] = []
+        for summary in client.api.containers(filters=filters):
+            labels = summary.get("Labels") or {}
+            if summary["Id"] == container_id:
+                continue
+            theirs = visible_gpu_ids(labels.get(engine.LABEL_GPUS, "none"))
+            if mine is None or theirs is None or mine & theirs:
+                shared.append(labels.get(engine.LABEL_KERNEL_ID, summary["Id"][:12]))
+        if shared:
+            self.log.warning(
+                "Kernel %s (gpus=%s) shares GPUs with running kernel(s) %s: Docker gives every "
+                '"gpus: N" kernel the first N GPUs. To use other GPUs, name them, e.g. '
+                'gpus="device=1" (indexes or UUIDs as `nvidia-smi -L` prints them).',
+                self.kernel_id,
+                self.gpu_request.describe(),
+                ", ".join(sorted(shared)),
+            )
 
     def _auto_prepare(self, client: docker.DockerClient) -> str:
         from .prepare import prepare_image
@@ -620,7 +740,9 @@ class DockerProvisioner(KernelProvisionerBase):  # type: ignore[misc]
         ca_bundle = "/etc/ssl/certs/ca-certificates.crt"
         self.log.info("Kernel %s: preparing %s (adding ipykernel)", self.kernel_id, self.image)
         result = prepare_image(
-            client, self.image, owner=self.owner_label,
+            client,
+            self.image,
+            owner=self.owner_label,
             ca_bundle=ca_bundle if os.path.isfile(ca_bundle) else "",
         )
         return result.image
@@ -679,9 +801,14 @@ class DockerProvisioner(KernelProvisionerBase):  # type: ignore[misc]
         if plan.user and not plan.user.startswith("0"):
             # A new volume belongs to root; hand it to the kernel's user once.
             client.containers.run(
-                plan.image, ["chown", plan.user, CONTAINER_HOME], entrypoint=[], remove=True,
+                plan.image,
+                ["chown", plan.user, CONTAINER_HOME],
+                entrypoint=[],
+                remove=True,
                 volumes={plan.home_volume: {"bind": CONTAINER_HOME, "mode": "rw"}},
-                network_disabled=True, labels=labels, user="0:0",
+                network_disabled=True,
+                labels=labels,
+                user="0:0",
             )
 
     async def _kill_with(self, signum: int) -> None:
@@ -697,6 +824,13 @@ class DockerProvisioner(KernelProvisionerBase):  # type: ignore[misc]
         except docker.errors.APIError as error:
             # 409: the container is not running any more; poll will notice.
             self.log.debug("Kernel %s: signal %s not delivered: %s", self.kernel_id, signum, error)
+        except (requests.exceptions.ConnectionError, EngineUnavailableError) as error:
+            self.log.warning(
+                "Kernel %s: signal %s not delivered, the Docker engine does not answer: %s",
+                self.kernel_id,
+                signum,
+                error,
+            )
 
     async def _handle_exit(self, client: docker.DockerClient, attrs: dict[str, Any]) -> None:
         try:
@@ -717,6 +851,13 @@ class DockerProvisioner(KernelProvisionerBase):  # type: ignore[misc]
             if removed
             else describe_exit(attrs, log_tail)
         )
+        if self._engine_unreachable:
+            # Stopping the engine stops its containers: the exit code alone would not say so.
+            reason = (
+                "The Docker engine stopped answering while the kernel ran (it was stopped or "
+                "restarted, which stops its containers). " + reason
+            )
+            self._engine_unreachable = False
         self.last_exit = {
             "exit_code": self.exit_code,
             "oom_killed": bool(state.get("OOMKilled")),
@@ -736,18 +877,38 @@ class DockerProvisioner(KernelProvisionerBase):  # type: ignore[misc]
         if container_id is None:
             return
         self.container_id = None
-        client = await engine.get_client_async(self.docker_host)
         try:
+            client = await engine.get_client_async(self.docker_host)
             await engine.run_blocking(client.api.remove_container, container_id, force=True)
             self.log.debug("Kernel %s: removed container %s", self.kernel_id, container_id[:12])
+        except (requests.exceptions.ConnectionError, EngineUnavailableError):
+            self.log.warning(
+                "Kernel %s: the Docker engine does not answer; container %s will be removed "
+                "when it answers again",
+                self.kernel_id,
+                container_id[:12],
+            )
+            _unremoved.setdefault(self.docker_host, set()).add(container_id)
         except docker.errors.NotFound:
             self.log.debug("Kernel %s: container %s already gone", self.kernel_id, container_id)
         except docker.errors.APIError as error:
             if error.status_code != 409:
                 self.log.warning(
                     "Kernel %s: could not remove container %s: %s",
-                    self.kernel_id, container_id[:12], error,
+                    self.kernel_id,
+                    container_id[:12],
+                    error,
                 )
+
+    async def _remove_leftovers(self, client: docker.DockerClient) -> None:
+        """Remove the containers left while this engine did not answer (see ``_unremoved``)."""
+        leftovers = _unremoved.pop(self.docker_host, set())
+        for container_id in leftovers:
+            try:
+                await engine.run_blocking(engine.remove_container_id, client, container_id)
+                self.log.info("Removed container %s left while the engine was down", container_id)
+            except (docker.errors.DockerException, OSError):
+                _unremoved.setdefault(self.docker_host, set()).add(container_id)
 
     async def _sweep_orphans_once(self, client: docker.DockerClient) -> None:
         key = f"{self.docker_host}|{self.owner_label}"
@@ -759,6 +920,22 @@ class DockerProvisioner(KernelProvisionerBase):  # type: ignore[misc]
             await engine.run_blocking(engine.sweep_orphans, client)
         except docker.errors.DockerException as error:
             self.log.warning("Could not sweep containers of stopped servers: %s", error)
+
+
+def visible_gpu_ids(spec: str) -> frozenset[str] | None:
+    """The GPUs a kernel with GPU spec ``spec`` sees: None for all, else indexes or UUIDs.
+
+    Docker's NVIDIA driver serves a count N with indexes 0..N-1 (moby daemon/nvidia_linux.go).
+    """
+    try:
+        request = parse_gpus(spec)
+    except ValueError:
+        return frozenset()
+    if request.count == -1:
+        return None
+    if request.device_ids:
+        return frozenset(request.device_ids)
+    return frozenset(str(index) for index in range(request.count))
 
 
 def check_engine_is_local(docker_host: str) -> None:

@@ -49,9 +49,10 @@ class ServerSession:
         return json.loads(response.body) if response.body else None
 
     async def channels(self, kernel_id: str) -> WebSocketClientConnection:
-        ws_url = "ws" + self.base_url[len("http"):] + f"api/kernels/{kernel_id}/channels"
+        ws_url = "ws" + self.base_url[len("http") :] + f"api/kernels/{kernel_id}/channels"
         request = HTTPRequest(
-            f"{ws_url}?session_id={uuid.uuid4().hex}", headers=self._headers(),
+            f"{ws_url}?session_id={uuid.uuid4().hex}",
+            headers=self._headers(),
             request_timeout=120,
         )
         return await websocket_connect(request, max_message_size=512 * 1024 * 1024)
@@ -106,10 +107,17 @@ async def execute_cell(
 
     ``on_output`` sees each output as it arrives, so a long cell shows progress while it runs.
     """
-    request = _message("execute_request", {
-        "code": code, "silent": False, "store_history": True, "user_expressions": {},
-        "allow_stdin": False, "stop_on_error": True,
-    })
+    request = _message(
+        "execute_request",
+        {
+            "code": code,
+            "silent": False,
+            "store_history": True,
+            "user_expressions": {},
+            "allow_stdin": False,
+            "stop_on_error": True,
+        },
+    )
     msg_id = request["header"]["msg_id"]
     await ws.write_message(json.dumps(request))
     outputs: list[dict[str, Any]] = []
@@ -156,9 +164,17 @@ async def run_notebook(
     api_path = quote(path)
     model = await session.request("GET", f"api/contents/{api_path}?content=1")
     notebook = model["content"]
-    created = await session.request("POST", "api/sessions", {
-        "path": path, "type": "notebook", "name": path, "kernel": {"name": kernel_name},
-    }, timeout=timeout)
+    created = await session.request(
+        "POST",
+        "api/sessions",
+        {
+            "path": path,
+            "type": "notebook",
+            "name": path,
+            "kernel": {"name": kernel_name},
+        },
+        timeout=timeout,
+    )
     kernel_id = created["kernel"]["id"]
     failure: str | None = None
     try:
@@ -181,9 +197,15 @@ async def run_notebook(
     finally:
         await session.request("DELETE", f"api/sessions/{created['id']}")
     if save:
-        await session.request("PUT", f"api/contents/{api_path}", {
-            "type": "notebook", "format": "json", "content": notebook,
-        })
+        await session.request(
+            "PUT",
+            f"api/contents/{api_path}",
+            {
+                "type": "notebook",
+                "format": "json",
+                "content": notebook,
+            },
+        )
     if failure:
         raise RuntimeError(failure)
     return dict(notebook)

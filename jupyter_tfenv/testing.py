@@ -65,24 +65,34 @@ class ServerProcess:
 
     def start(self, timeout: float = 60) -> ServerProcess:
         args = [
-            sys.executable, "-m", f"jupyter{'lab' if self.app == 'lab' else '_server'}",
-            f"--ServerApp.port={self.port}", "--ServerApp.ip=127.0.0.1",
-            "--ServerApp.port_retries=0", f"--IdentityProvider.token={self.token}",
-            "--ServerApp.open_browser=False", f"--ServerApp.root_dir={self.root_dir}",
+            sys.executable,
+            "-m",
+            f"jupyter{'lab' if self.app == 'lab' else '_server'}",
+            f"--ServerApp.port={self.port}",
+            "--ServerApp.ip=127.0.0.1",
+            "--ServerApp.port_retries=0",
+            f"--IdentityProvider.token={self.token}",
+            "--ServerApp.open_browser=False",
+            f"--ServerApp.root_dir={self.root_dir}",
             "--ServerApp.shutdown_no_activity_timeout=0",
         ]
         if os.getuid() == 0:
             args.append("--allow-root")
         if self.app == "lab":
             args += [
-                "--LabApp.news_url=None", "--LabApp.expose_app_in_browser=True",
+                "--LabApp.news_url=None",
+                "--LabApp.expose_app_in_browser=True",
                 "--LabApp.check_for_updates_class="
                 "jupyterlab.handlers.announcements.NeverCheckForUpdate",
             ]
         args += self.extra_args
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(
-            args, env=self.env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            args,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
             cwd=str(self.root_dir),
         )
         deadline = time.monotonic() + timeout
@@ -128,7 +138,9 @@ class ServerProcess:
         return self.start()
 
     def __exit__(
-        self, kind: type[BaseException] | None, error: BaseException | None,
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
         self.stop()

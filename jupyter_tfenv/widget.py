@@ -14,7 +14,8 @@ from __future__ import annotations
 import os
 import platform
 import sys
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from ._version import __version__
 
@@ -104,7 +105,7 @@ def environment_facts() -> dict[str, Any]:
 
 
 def describe_device(gpus: str) -> str:
-    """"CPU", "GPU (all)" or "GPU (device=0)", from a TFENV_GPUS value."""
+    """Describe a TFENV_GPUS value: "CPU", "GPU (all)" or "GPU (device=0)"."""
     if gpus in ("", "none", "0"):
         return "CPU"
     return f"GPU ({gpus})"
@@ -119,12 +120,15 @@ def _comm_factory() -> Callable[..., Any]:
     try:
         import comm
     except ImportError:
-        comm = None
-    if comm is not None and getattr(comm.create_comm, "__module__", "comm") != "comm":
-        return comm.create_comm  # type: ignore[no-any-return]
+        pass
+    else:
+        create: Callable[..., Any] = comm.create_comm
+        if getattr(create, "__module__", "comm") != "comm":
+            return create
     from ipykernel.comm import Comm
 
-    return Comm  # type: ignore[no-any-return]
+    factory: Callable[..., Any] = Comm
+    return factory
 
 
 class TfenvSwitcher:
@@ -199,4 +203,4 @@ def switcher() -> None:
     warning = widgets_compatibility_message(widget.facts.get("ipywidgets_version"))
     if warning:
         print(warning, file=sys.stderr)
-    display(widget)
+    display(widget)  # type: ignore[no-untyped-call]

@@ -66,24 +66,29 @@ def plan_kernelspecs(
             devices.append("all")
         offered.extend((image, run_as, gpus) for gpus in devices)
 
-    displays: dict[str, int] = {}
-    for image, _, gpus in offered:
-        display = display_name_for(image.ref, image.tensorflow_version, gpus)
-        displays[display] = displays.get(display, 0) + 1
+    # Launchers list kernels by display name: where two would read the same, add the image's
+    # last name and tag, or its whole name where even that is shared.
+    plain = [display_name_for(i.ref, i.tensorflow_version, gpus) for i, _, gpus in offered]
+    short = [
+        f"{text[:-1]}, {image.ref.rsplit('/', 1)[-1]})" if plain.count(text) > 1 else text
+        for text, (image, _, _) in zip(plain, offered, strict=True)
+    ]
+    displays = [
+        f"{text[:-1]}, {image.ref})" if short.count(s) > 1 else s
+        for text, s, (image, _, _) in zip(plain, short, offered, strict=True)
+    ]
 
     specs: dict[str, dict[str, Any]] = {}
-    for image, run_as, gpus in offered:
+    for (image, run_as, gpus), display in zip(offered, displays, strict=True):
         name = kernel_name_for(image.ref, gpus)
-        if name in specs or name in taken:
+        if name in taken:
+            # `jupyter tfenv install` gives the same name to the same image and device: the
+            # user's own kernelspec stands for it.
+            continue
+        if name in specs:
             # Two repositories with the same last name and tag: tell them apart by a hash.
             digest = hashlib.sha1(image.ref.encode()).hexdigest()[:6]
             name = f"{name}-{digest}"
-        if name in taken:
-            continue
-        display = display_name_for(image.ref, image.tensorflow_version, gpus)
-        if displays[display] > 1:
-            short = image.ref.rsplit("/", 1)[-1]
-            display = f"{display[:-1]}, {short})"
         extra: dict[str, Any] = {"auto_prepare": True} if auto_prepare else {}
         kernel_json = build_kernel_json(
             run_as.ref,
@@ -317,9 +322,14 @@ class ImageCatalog:
         while not self._stopping.is_set():
             try:
                 client = engine.get_client(self.settings.docker_host)
-                self._events = client.events(decode=True, filters={"type": "image"})
+                stream = client.events(decode=True, filters={"type": "image"})
+                self._events = stream
+                if self._stopping.is_set():
+                    # stop() ran while the stream was being opened and could not close it.
+                    stream.close()
+                    return
                 pause = 1.0
-                for event in self._events:
+                for event in stream:
                     if self._stopping.is_set():
                         return
                     log.debug("Image event %s %s", event.get("Action"), event.get("id"))

@@ -206,17 +206,38 @@ class TfenvService:
 
     # -- images ------------------------------------------------------------------------------
 
+    async def kernel_images(self) -> list[tuple[str, str, str | None]]:
+        """(kernel id, image name, image id) of every tfenv kernel; one inspect per kernel."""
+        found = []
+        for kernel_id in self.tfenv_kernel_ids():
+            try:
+                provisioner: DockerProvisioner = self.tfenv_kernel(kernel_id).provisioner
+            except (KeyError, NotTfenvKernelError):
+                # Shut down since it was listed.
+                continue
+            image_id = None
+            if provisioner.container_id:
+                client = await engine.get_client_async(provisioner.docker_host)
+                try:
+                    attrs = await engine.run_blocking(
+                        client.api.inspect_container, provisioner.container_id
+                    )
+                    image_id = attrs.get("Image")
+                except docker.errors.DockerException as error:
+                    log.debug("Kernel %s: no container to inspect: %s", kernel_id, error)
+            found.append((kernel_id, provisioner.image, image_id))
+        return found
+
     async def images_model(self, with_registry: bool) -> dict[str, Any]:
         """The answer of GET images."""
         images = await self.catalog.current()
-        kernels = await self.kernel_models()
+        kernels = await self.kernel_images()
         local = []
         for image in images:
             users = [
-                kernel["kernel_id"]
-                for kernel in kernels
-                if kernel["image_id"] == image.id
-                or image.ref in (kernel["image"], _canonical_or_same(kernel["image"]))
+                kernel_id
+                for kernel_id, name, image_id in kernels
+                if image_id == image.id or image.ref in (name, _canonical_or_same(name))
             ]
             local.append(image.to_api(users))
         registry: dict[str, Any] = {

@@ -128,16 +128,30 @@ export async function runSwitch(
       progress: undefined
     });
   } catch (error) {
+    const title = trans.__(
+      'Switching to %1 failed; the kernel is unchanged.',
+      target
+    );
+    const reason = String((error as Error).message ?? error);
+    // Notifications are cut at 140 characters; the fix is usually at the end.
     Notification.update({
       id,
-      message: trans.__(
-        'Switching to %1 failed; the kernel is unchanged. %2',
-        target,
-        String((error as Error).message ?? error)
-      ),
+      message: `${title} ${reason}`,
       type: 'error',
       autoClose: false,
-      progress: undefined
+      progress: undefined,
+      actions: [
+        {
+          label: trans.__('Details'),
+          callback: () => {
+            void showDialog({
+              title,
+              body: reason,
+              buttons: [Dialog.okButton({ label: trans.__('OK') })]
+            });
+          }
+        }
+      ]
     });
   } finally {
     environment.switching = false;

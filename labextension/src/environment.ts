@@ -8,11 +8,13 @@ import { Kernel } from '@jupyterlab/services';
 import { ISignal, Signal } from '@lumino/signaling';
 
 import { IKernelInfo } from './api';
-import { getKernel } from './switching';
+import { getKernel, kernelSwitched } from './switching';
 
 export class KernelEnvironment {
   constructor(tracker: INotebookTracker) {
     tracker.currentChanged.connect(this._onCurrentChanged, this);
+    // A switch from the notebook widget changes what the status bar must show.
+    kernelSwitched.connect(this._onSwitched, this);
     this._onCurrentChanged(tracker, tracker.currentWidget);
   }
 
@@ -80,6 +82,13 @@ export class KernelEnvironment {
       this._session.statusChanged.connect(this._onStatusChanged, this);
     }
     this.refresh();
+  }
+
+  private _onSwitched(_: unknown, kernel: IKernelInfo): void {
+    if (kernel.kernel_id === this.kernelId) {
+      this._request++;
+      this._set(kernel);
+    }
   }
 
   private _onKernelChanged(): void {

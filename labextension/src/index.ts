@@ -9,6 +9,7 @@ import {
 } from '@jupyterlab/application';
 import { ICommandPalette, Notification } from '@jupyterlab/apputils';
 import { INotebookTracker } from '@jupyterlab/notebook';
+import { Kernel } from '@jupyterlab/services';
 import { IStatusBar } from '@jupyterlab/statusbar';
 import { ITranslator, nullTranslator } from '@jupyterlab/translation';
 import { IJupyterWidgetRegistry } from '@jupyter-widgets/base';
@@ -16,6 +17,7 @@ import { IJupyterWidgetRegistry } from '@jupyter-widgets/base';
 import { requestAPI, setTranslator } from './api';
 import { addCommands, CommandIDs } from './commands';
 import { KernelEnvironment } from './environment';
+import { setConnectionFinder } from './switching';
 import { TfenvStatusItem } from './status';
 
 declare function require(path: string): { version: string };
@@ -68,6 +70,16 @@ const mainPlugin: JupyterFrontEndPlugin<void> = {
     const trans = (translator ?? nullTranslator).load(TRANSLATION_DOMAIN);
     setTranslator(translator ?? nullTranslator);
     const environment = new KernelEnvironment(tracker);
+    setConnectionFinder(kernelId => {
+      const found: Kernel.IKernelConnection[] = [];
+      tracker.forEach(panel => {
+        const kernel = panel.sessionContext.session?.kernel;
+        if (kernel && kernel.id === kernelId) {
+          found.push(kernel);
+        }
+      });
+      return found;
+    });
     addCommands(app.commands, environment, trans);
 
     if (palette) {

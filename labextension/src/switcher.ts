@@ -7,6 +7,7 @@
  * while the kernel restarts and in containers without network.
  */
 import { DOMWidgetModel, DOMWidgetView } from '@jupyter-widgets/base';
+import { Kernel } from '@jupyterlab/services';
 
 import { IImages, IKernelInfo, requestAPI, translation } from './api';
 import {
@@ -102,14 +103,18 @@ export class TfenvSwitcherView extends DOMWidgetView {
     return super.remove();
   }
 
+  /** The notebook's connection to the kernel, held by its widget manager. */
+  private get _connection(): Kernel.IKernelConnection | null {
+    const manager = this.model.widget_manager as unknown as {
+      kernel?: Kernel.IKernelConnection | null;
+    };
+    return manager.kernel ?? null;
+  }
+
   /** The kernel's id: from the provisioner, else from the notebook session. */
   private get _kernelId(): string {
     const fromKernel = this.model.get('kernel_id') as string;
-    if (fromKernel) {
-      return fromKernel;
-    }
-    const manager = this.model.widget_manager as { kernel?: { id?: string } };
-    return manager.kernel?.id ?? '';
+    return fromKernel || this._connection?.id || '';
   }
 
   private async _load(): Promise<void> {
@@ -241,7 +246,8 @@ export class TfenvSwitcherView extends DOMWidgetView {
             this._say(job.message, 'info');
           }
         },
-        this._abort.signal
+        this._abort.signal,
+        this._connection
       );
       this._showCurrent(kernel);
       this._say(

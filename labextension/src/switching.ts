@@ -3,6 +3,9 @@
  * widget and the menu: start the server's switch job, follow it, and wait
  * until the kernel runs again.
  */
+import { Kernel } from '@jupyterlab/services';
+import { ISignal, Signal } from '@lumino/signaling';
+
 import {
   APIError,
   IJob,
@@ -15,6 +18,47 @@ import {
 
 /** How long a restarted kernel may take to report itself running. */
 const SETTLE_TIMEOUT_MS = 120_000;
+
+/** Finds this page's open connections to a kernel (notebooks, consoles). */
+export type ConnectionFinder = (kernelId: string) => Kernel.IKernelConnection[];
+
+let findConnections: ConnectionFinder = () => [];
+
+const switched = new Signal<unknown, IKernelInfo>({});
+
+/** Emitted after any switch made from this page, with the kernel as it runs now. */
+export const kernelSwitched: ISignal<unknown, IKernelInfo> = switched;
+
+/** Called once by the main plugin, which knows the open notebooks. */
+export function setConnectionFinder(finder: ConnectionFinder): void {
+  findConnections = finder;
+}
+
+/**
+ * Reconnect this page's connections to a kernel the server restarted.
+ *
+ * jupyter_server tells websocket clients nothing when a kernel is restarted
+ * through its kernel manager (only its own REST restart and auto-restarts are
+ * announced), so a notebook could wait for the old kernel forever. A new
+ * websocket makes JupyterLab ask the new kernel for its status, as after a
+ * restart from its own Kernel menu.
+ */
+async function reconnect(
+  kernelId: string,
+  extra: Kernel.IKernelConnection | null
+): Promise<void> {
+  const connections = new Set(findConnections(kernelId));
+  if (extra && extra.id === kernelId && !extra.isDisposed) {
+    connections.add(extra);
+  }
+  await Promise.all(
+    [...connections].map(connection =>
+      connection.reconnect().catch(error => {
+        console.warn('jupyter-tfenv: reconnecting to the kernel failed', error);
+      })
+    )
+  );
+}
 
 /** The kernel's tfenv facts, or null when it does not run in a container. */
 export async function getKernel(
@@ -47,13 +91,15 @@ export function jobFraction(job: IJob): number | null {
  * Switch `kernelId` and resolve with the kernel as it runs afterwards.
  *
  * Rejects with the job's error when pulling, preparing or restarting fails;
- * the kernel then keeps running as before.
+ * the kernel then keeps running as before. `connection` is a kernel
+ * connection the caller holds besides the open notebooks' (the widget's).
  */
 export async function switchKernel(
   kernelId: string,
   request: ISwitchRequest,
   onJob: (job: IJob) => void,
-  signal?: AbortSignal
+  signal?: AbortSignal,
+  connection: Kernel.IKernelConnection | null = null
 ): Promise<IKernelInfo> {
   const job = await requestAPI<IJob>(
     `kernels/${encodeURIComponent(kernelId)}/switch`,
@@ -63,7 +109,10 @@ export async function switchKernel(
   if (final.status === 'error') {
     throw new APIError(final.error || final.message, 0);
   }
-  return settle(kernelId, signal);
+  await reconnect(kernelId, connection);
+  const kernel = await settle(kernelId, signal);
+  switched.emit(kernel);
+  return kernel;
 }
 
 /** Wait until the restarted kernel's container runs and the kernel is idle. */

@@ -30,7 +30,7 @@ import pytest
 from jupyter_tfenv.kernelspecs import install_kernelspec
 from jupyter_tfenv.testing import ServerProcess
 
-from .isolated_chromium import UnixBridge, write_launcher
+from .isolated_chromium import CHROMIUM, UnixBridge, write_launcher
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SCREENSHOTS = REPO_ROOT / "artifacts" / "screenshots"
@@ -41,6 +41,7 @@ IPYWIDGETS7_IMAGE = "jupyter-tfenv-test/kernel:py3.11-ipywidgets7"
 RECIPE_LABEL = "org.jupyter-tfenv.test-recipe"
 REGISTRY_REPOSITORY = "tensorflow/tensorflow"
 REGISTRY_TAGS = ["2.19.0-jupyter", "2.20.0-jupyter", "2.21.0-jupyter"]
+TOOL_PATH = os.environ.get("PATH", "") + ":/usr/sbin:/sbin"
 CHROMIUM_ARGS = [
     "--headless",
     "--no-sandbox",
@@ -87,7 +88,8 @@ def tag_registry() -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 def ipywidgets7_image(docker_client: Any, kernel_image: str, devenv: Any) -> str:
-    """The kernel image plus ipywidgets 7 (case B25); built once, rebuilt when its recipe changes."""
+    """The kernel image plus ipywidgets 7 (case B25), built once and again when its recipe
+    changes."""
     import docker
 
     recipe = hashlib.sha256((IPYWIDGETS7_RECIPE / "Dockerfile").read_bytes()).hexdigest()
@@ -129,8 +131,16 @@ def lab_server(
     root = home / "notebooks"
     root.mkdir()
     prefix = home / "prefix"
-    for image in (tf_jupyter_image, tf_alt_jupyter_image, ipywidgets7_image):
+    for image in (tf_jupyter_image, tf_alt_jupyter_image):
         install_kernelspec(image, gpus="none", user=False, prefix=str(prefix))
+    # No network at all for this one: the switcher must not need the container's network.
+    install_kernelspec(
+        ipywidgets7_image,
+        gpus="none",
+        user=False,
+        prefix=str(prefix),
+        extra_config={"network": "none"},
+    )
 
     # This checkout's build, not a copy an earlier `pip install` left in the environment: in a
     # virtual environment jupyter_core prefers sys.prefix over the user's data directory, so
@@ -180,6 +190,19 @@ def browser_context(
     """A fresh Chromium profile driven by Playwright, isolated from host network changes."""
     from playwright.sync_api import sync_playwright
 
+    if not Path(CHROMIUM).is_file():
+        pytest.fail(
+            f"no Chromium at {CHROMIUM}: run `apt-get install -y chromium` (the tests use the "
+            "system's Chromium; never `playwright install`)",
+            pytrace=False,
+        )
+    missing = [tool for tool in ("unshare", "ip") if shutil.which(tool, path=TOOL_PATH) is None]
+    if missing:
+        pytest.fail(
+            f"{' and '.join(missing)} not found: run `apt-get install -y util-linux iproute2` "
+            "(Chromium runs in its own network namespace)",
+            pytrace=False,
+        )
     home = tmp_path_factory.mktemp("chromium")
     # Unix socket paths are limited to about 100 bytes: keep this one short.
     socket_dir = Path(tempfile.mkdtemp(prefix="tfenv-br-"))

@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shlex
+import shutil
 import socket
 import stat
 import subprocess
@@ -92,9 +93,7 @@ class UnixBridge:
         os.chmod(self.socket_path, stat.S_IRUSR | stat.S_IWUSR)
         listener.listen(64)
         self._listener = listener
-        self._thread = threading.Thread(
-            target=_serve, args=(listener, self._connect), daemon=True
-        )
+        self._thread = threading.Thread(target=_serve, args=(listener, self._connect), daemon=True)
         self._thread.start()
         return self
 
@@ -118,8 +117,15 @@ def write_launcher(directory: Path, port: int, socket_path: Path) -> Path:
     if os.geteuid() != 0:
         # Unprivileged: a user namespace makes the network namespace possible.
         unshare.append("--map-root-user")
-    command = [*unshare, "--", sys.executable, str(Path(__file__).resolve()), str(port),
-               str(socket_path), CHROMIUM]
+    command = [
+        *unshare,
+        "--",
+        sys.executable,
+        str(Path(__file__).resolve()),
+        str(port),
+        str(socket_path),
+        CHROMIUM,
+    ]
     script = directory / "chromium-isolated"
     script.write_text(f'#!/bin/sh\nexec {shlex.join(command)} "$@"\n')
     script.chmod(0o700)
@@ -128,7 +134,8 @@ def write_launcher(directory: Path, port: int, socket_path: Path) -> Path:
 
 def _inside_namespace(port: int, socket_path: str, browser: list[str]) -> int:
     """Run in the new namespace: loopback up, forwarder on, Chromium as a child."""
-    subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
+    ip = shutil.which("ip", path=os.environ.get("PATH", "") + ":/usr/sbin:/sbin") or "ip"
+    subprocess.run([ip, "link", "set", "lo", "up"], check=True)
     listener = socket.create_server(("127.0.0.1", port), backlog=64)
 
     def connect() -> socket.socket:

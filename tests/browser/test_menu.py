@@ -14,6 +14,9 @@ from .lab import Lab, container_exists, kernel_containers
 pytestmark = pytest.mark.browser
 
 SWITCH_TIMEOUT_MS = 180_000
+# Parts of the 1280x760 window: the menu bar with an open menu; the toasts and the status bar.
+TOP_LEFT = {"x": 0, "y": 0, "width": 720, "height": 130}
+BOTTOM = {"x": 0, "y": 620, "width": 1280, "height": 140}
 
 
 def test_menu_switches_version_and_status_bar_follows(
@@ -42,7 +45,7 @@ def test_menu_switches_version_and_status_bar_follows(
     expect(menu.locator('.lm-Menu-item[data-type="command"] .lm-Menu-itemLabel')).to_have_text(
         ["Switch TensorFlow Version…", "Run on CPU", "Run on GPU"]
     )
-    screenshot(page, "menu")
+    screenshot(page, "menu", clip=TOP_LEFT)
     menu.locator(".lm-Menu-item", has_text="Switch TensorFlow Version…").click()
 
     dialog = page.locator(".jp-Dialog-content")
@@ -52,13 +55,12 @@ def test_menu_switches_version_and_status_bar_follows(
     screenshot(dialog, "switch-dialog")
     dialog.locator("button.jp-mod-accept").click()
 
-    expect(
-        lab.notification(f"The kernel now runs TensorFlow {tf_alt_version} · CPU")
-    ).to_be_visible(timeout=SWITCH_TIMEOUT_MS)
+    done = lab.notification(f"The kernel now runs TensorFlow {tf_alt_version} · CPU")
+    expect(done).to_be_visible(timeout=SWITCH_TIMEOUT_MS)
     expect(status).to_have_text(
         f"TensorFlow {tf_alt_version} · CPU · tensorflow:{tf_alt_version}-jupyter"
     )
-    screenshot(page, "menu-switched")
+    screenshot(page, "menu-switched", clip=BOTTOM)
 
     lab.wait_until_kernel_ready()
     lab.tensorflow_version_shown(tf_alt_version)
@@ -68,14 +70,20 @@ def test_menu_switches_version_and_status_bar_follows(
 
     # A device the engine cannot serve: the error is a notification, the kernel stays as it was.
     if "nvidia" not in (docker_client.info().get("Runtimes") or {}):
+        done.get_by_role("button", name="Hide notification").click()
+        expect(done).to_be_hidden()
         page.locator(".lm-MenuBar-item", has_text="TensorFlow").click()
         page.locator(".lm-Menu-item", has_text="Run on GPU").click()
         failure = lab.notification(
             f"Switching to tensorflow:{tf_alt_version}-jupyter failed; the kernel is unchanged."
         )
         expect(failure).to_be_visible(timeout=SWITCH_TIMEOUT_MS)
-        expect(failure).to_contain_text("NVIDIA")
-        screenshot(page, "menu-gpu-error")
+        screenshot(page, "menu-gpu-error", clip=BOTTOM)
+        failure.get_by_role("button", name="Details").click()
+        details = page.locator(".jp-Dialog-content")
+        expect(details).to_contain_text("NVIDIA container toolkit")
+        screenshot(details, "menu-gpu-error-details")
+        details.locator("button.jp-mod-accept").click()
         expect(status).to_have_text(
             f"TensorFlow {tf_alt_version} · CPU · tensorflow:{tf_alt_version}-jupyter"
         )

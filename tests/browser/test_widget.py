@@ -72,6 +72,9 @@ def test_widget_switches_tensorflow_version(
         "Switched. The kernel restarted: run your cells again."
     )
     expect(switcher.locator(".jp-tfenv-progress")).to_be_hidden()
+    expect(page.locator(".jp-tfenv-status")).to_have_text(
+        f"TensorFlow {tf_alt_version} · CPU · tensorflow:{tf_alt_version}-jupyter"
+    )
     screenshot(cell, "widget-switched")
 
     # The same kernel, now in a new container from the other image; the old one is gone.
@@ -87,7 +90,7 @@ def test_widget_switches_tensorflow_version(
     assert kernel_containers(docker_client, tfenv_run_label, kernel_id) == []
 
 
-def test_switcher_works_in_an_image_with_ipywidgets_7(
+def test_switcher_works_in_an_image_with_ipywidgets_7_and_no_network(
     lab_server: ServerProcess,
     page: Any,
     docker_client: Any,
@@ -98,6 +101,8 @@ def test_switcher_works_in_an_image_with_ipywidgets_7(
     lab = Lab(page, lab_server)
     lab.open("ipywidgets7")
     kernel_id = lab.start_notebook(f"Python (Docker CPU: {ipywidgets7_image})")
+    [container] = kernel_containers(docker_client, tfenv_run_label, kernel_id)
+    assert container.attrs["HostConfig"]["NetworkMode"] == "none"
 
     # What breaks: ipywidgets 7's own widgets do not render in JupyterLab's widgets 8.
     slider = lab.run_cell("import ipywidgets\nipywidgets.IntSlider(value=3)")

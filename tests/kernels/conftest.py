@@ -48,8 +48,12 @@ def make_spec(
     def make(image: str, name: str = "", **config: Any) -> str:
         name = name or f"tfenv-test-{next(counter)}"
         install_kernelspec(
-            image, name=name, user=False, prefix=str(kernels_prefix),
-            gpus=config.pop("gpus", "none"), extra_config=config,
+            image,
+            name=name,
+            user=False,
+            prefix=str(kernels_prefix),
+            gpus=config.pop("gpus", "none"),
+            extra_config=config,
             manager=kernelspec_manager,
         )
         return name
@@ -101,7 +105,9 @@ class RunningKernel:
 
 @pytest_asyncio.fixture
 async def start_kernel(
-    kernelspec_manager: KernelSpecManager, notebook_dir: Path, docker_client: docker.DockerClient,
+    kernelspec_manager: KernelSpecManager,
+    notebook_dir: Path,
+    docker_client: docker.DockerClient,
     owner_env: str,
 ) -> AsyncIterator[Callable[..., Any]]:
     """Start kernels from kernelspecs; shut them down and sweep this run's containers after."""

@@ -238,9 +238,12 @@ async def test_image_without_ipykernel_fails_at_once_with_the_fix(
         await start_kernel(make_spec(tf_image))
     assert tf_image in str(caught.value)
     assert time.monotonic() - started < 20
-    assert docker_client.containers.list(
-        all=True, filters={"label": f"org.jupyter-tfenv.owner={owner_env}"}
-    ) == []
+    assert (
+        docker_client.containers.list(
+            all=True, filters={"label": f"org.jupyter-tfenv.owner={owner_env}"}
+        )
+        == []
+    )
 
 
 async def test_unknown_image_fails_at_once_with_the_pull_command(

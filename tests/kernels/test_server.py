@@ -121,9 +121,10 @@ def watchdog_pids(owner_pid: int) -> list[int]:
             argv = (entry / "cmdline").read_bytes().split(b"\0")
         except OSError:
             continue
-        if b"--watch-owner" in argv and argv[argv.index(b"--watch-owner") + 1] == str(
-            owner_pid
-        ).encode():
+        if (
+            b"--watch-owner" in argv
+            and argv[argv.index(b"--watch-owner") + 1] == str(owner_pid).encode()
+        ):
             found.append(int(entry.name))
     return found
 

@@ -135,14 +135,19 @@ class ImageKit:
         return True
 
     def cleanup(self) -> None:
-        for ref in reversed(self.refs):
-            self.remove(ref)
+        failures: list[str] = []
+        refs = list(reversed(self.refs))
         # Prepared images the product built for this run (owner label), under any name.
         owned = self.client.images.list(filters={"label": f"{OWNER_LABEL}={self.run_label}"})
         for image in owned:
-            for ref in image.tags:
+            refs.extend(image.tags)
+            refs.append(image.id)
+        for ref in refs:
+            try:
                 self.remove(ref)
-            self.remove(image.id)
+            except docker.errors.APIError as error:
+                failures.append(f"{ref}: {error}")
+        assert not failures, f"could not remove test images: {failures}"
 
 
 @pytest.fixture(scope="session")
@@ -169,15 +174,18 @@ def remote_tf(made_images: ImageKit, registry: LocalRegistry, ns: str) -> str:
 
 @pytest.fixture
 def fresh_remote(made_images: ImageKit, registry: LocalRegistry, ns: str) -> str:
-    """Path and tag of a new 4 MB image in the loopback registry (layers unknown locally)."""
+    """Path and tag of a new 4 MB image in the loopback registry (layers unknown locally).
+
+    A repository of its own, so the tag list of ``remote_tf`` stays as it is.
+    """
     fresh_remote.count += 1  # type: ignore[attr-defined]
     tag = f"2.98.{fresh_remote.count}"  # type: ignore[attr-defined]
     ref = made_images.tiny(
-        f"{registry.host}/{ns}/tensorflow:{tag}", labels={"org.tensorflow.version": tag}
+        f"{registry.host}/{ns}/fresh/tensorflow:{tag}", labels={"org.tensorflow.version": tag}
     )
     made_images.push(ref)
     made_images.remove(ref)
-    return f"{ns}/tensorflow:{tag}"
+    return f"{ns}/fresh/tensorflow:{tag}"
 
 
 fresh_remote.count = 0  # type: ignore[attr-defined]

@@ -62,7 +62,8 @@ def test_host_and_none_modes_publish_nothing(network: str, mode: str) -> None:
 
 def test_run_dir_is_read_only_except_for_ipc_sockets() -> None:
     assert build_create_kwargs(plan())["volumes"]["/run/user/0/jupyter/tfenv-0123"] == {
-        "bind": CONTAINER_RUN_DIR, "mode": "ro",
+        "bind": CONTAINER_RUN_DIR,
+        "mode": "ro",
     }
     ipc = build_create_kwargs(plan(network="none"))
     assert ipc["volumes"]["/run/user/0/jupyter/tfenv-0123"]["mode"] == "rw"
@@ -102,7 +103,8 @@ def test_home_is_a_named_volume_or_a_private_tmpfs() -> None:
 def test_package_is_mounted_read_only_and_extends_the_image_pythonpath() -> None:
     kwargs = build_create_kwargs(plan(image_pythonpath="/opt/extra"))
     assert kwargs["volumes"][PACKAGE_DIR] == {
-        "bind": f"{CONTAINER_LIB_DIR}/jupyter_tfenv", "mode": "ro",
+        "bind": f"{CONTAINER_LIB_DIR}/jupyter_tfenv",
+        "mode": "ro",
     }
     assert kwargs["environment"]["PYTHONPATH"] == f"/opt/extra:{CONTAINER_LIB_DIR}"
 
@@ -123,7 +125,9 @@ def test_gpu_requests_and_resource_limits_pass_through() -> None:
     assert device_request["Capabilities"] == [["gpu"]]
     assert kwargs["labels"]["org.jupyter-tfenv.gpus"] == "device=0,GPU-3a5c1f2e"
     assert (kwargs["mem_limit"], kwargs["nano_cpus"], kwargs["shm_size"]) == (
-        "8g", 1_500_000_000, "2g",
+        "8g",
+        1_500_000_000,
+        "2g",
     )
 
 

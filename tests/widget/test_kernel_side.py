@@ -47,7 +47,7 @@ def kernel() -> Iterator[BlockingKernelClient]:
 def run_cell(client: BlockingKernelClient, code: str) -> list[dict[str, Any]]:
     """Execute CODE; return the iopub messages it caused, up to its idle status."""
     msg_id = client.execute(code)
-    messages = []
+    messages: list[dict[str, Any]] = []
     while True:
         message = client.get_iopub_msg(timeout=30)
         if message["parent_header"].get("msg_id") != msg_id:

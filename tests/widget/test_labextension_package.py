@@ -35,7 +35,10 @@ def test_menu_schema_is_shipped() -> None:
     [menu] = schema["jupyter.lab.menus"]["main"]
     assert menu["label"] == "TensorFlow"
     assert [item.get("command") for item in menu["items"]] == [
-        "tfenv:switch", None, "tfenv:use-cpu", "tfenv:use-gpu"
+        "tfenv:switch",
+        None,
+        "tfenv:use-cpu",
+        "tfenv:use-gpu",
     ]
 
 
