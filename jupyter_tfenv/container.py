@@ -36,7 +36,9 @@ CONTAINER_PORTS = {
 }
 PORT_NAMES = tuple(CONTAINER_PORTS)
 
-NETWORK_MODES = ("loopback", "host", "none")
+NETWORK_MODES = ("ipc", "loopback", "host", "none")
+# Modes whose kernel channels are IPC sockets in the mounted run dir rather than TCP ports.
+IPC_MODES = ("ipc", "none")
 
 # Lines ipykernel prints at every start. In a death reason they only push the lines that say
 # what happened out of view, and their "Ctrl-C will not work" is wrong for our kernels.
@@ -58,7 +60,7 @@ class ContainerPlan:
     kernelspec: str
     labels: dict[str, str]
     run_dir: str
-    network: str = "loopback"
+    network: str = "ipc"
     # Host ports to ask for in loopback mode (a restart keeps the old ones); None: engine picks.
     host_ports: dict[str, int] | None = None
     env: dict[str, str] = field(default_factory=dict)
@@ -106,7 +108,7 @@ def build_create_kwargs(plan: ContainerPlan) -> dict[str, Any]:
     # The run dir holds the connection file (read-only is enough) and, in IPC mode, the
     # sockets the kernel creates (so it must be writable there).
     volumes: dict[str, dict[str, str]] = {
-        plan.run_dir: {"bind": CONTAINER_RUN_DIR, "mode": "rw" if plan.network == "none" else "ro"},
+        plan.run_dir: {"bind": CONTAINER_RUN_DIR, "mode": "rw" if plan.network in IPC_MODES else "ro"},
     }
     if plan.notebook_dir:
         volumes[plan.notebook_dir] = {"bind": plan.notebook_dir, "mode": "rw"}
@@ -154,6 +156,9 @@ def build_create_kwargs(plan: ContainerPlan) -> dict[str, Any]:
         }
     elif plan.network == "host":
         kwargs["network_mode"] = "host"
+    elif plan.network == "ipc":
+        # Outbound network for the notebook's code (pip, datasets); no port is published.
+        kwargs["network_mode"] = "bridge"
     else:
         kwargs["network_mode"] = "none"
 

@@ -68,7 +68,7 @@ def prepare_connection(provisioner: DockerProvisioner, client_info: dict[str, An
     if provisioner.network == "host":
         container_info["ip"] = "127.0.0.1"
     else:
-        # "none" cannot reach a tcp client; loopback publishing is the safe equivalent.
+        # IPC modes cannot serve a tcp client; loopback publishing is the safe equivalent.
         provisioner.network = "loopback"
         container_info["ip"] = "0.0.0.0"
         container_info.update(CONTAINER_PORTS)

@@ -49,6 +49,7 @@ from .container import (
     CONTAINER_CONNECTION_FILE,
     CONTAINER_HOME,
     CONTAINER_PORTS,
+    IPC_MODES,
     NETWORK_MODES,
     PORT_NAMES,
     ContainerPlan,
@@ -178,14 +179,17 @@ class DockerProvisioner(KernelProvisionerBase):  # type: ignore[misc]
 
     network = Enum(
         list(NETWORK_MODES),
-        default_value="loopback",
+        default_value="ipc",
         config=True,
-        help="""How the server reaches the kernel's ZeroMQ ports.
-        "loopback" (default): the container has its own network namespace (outbound access, e.g.
-        for pip and datasets) and its ports are published on 127.0.0.1 only, host ports chosen by
-        the engine so they never collide. "host": the container shares the host's network and the
-        kernel binds 127.0.0.1. "none": no network at all; the kernel talks over IPC sockets in a
-        private directory.""",
+        help="""How the server reaches the kernel, and what network the kernel's code gets.
+        "ipc" (default): the kernel's channels are IPC sockets in a private 0700 directory (no TCP
+        port at all, so nothing else on the machine can even connect), and the container has
+        its own network namespace with outbound access for pip and datasets.
+        "loopback": the same namespace, with the kernel's ports published on 127.0.0.1 only,
+        host ports chosen by the engine so they never collide (use it when the kernel runs as
+        another user than Jupyter, e.g. container_user="image", as IPC sockets then refuse).
+        "host": the container shares the host's network and the kernel binds 127.0.0.1.
+        "none": no network at all for the kernel's code; IPC sockets as with "ipc".""",
     )
 
     mem_limit = Unicode(
@@ -401,7 +405,7 @@ class DockerProvisioner(KernelProvisionerBase):  # type: ignore[misc]
         except KernelContainerError as error:
             raise shown_to_clients(error) from error
         run_dir = self._make_run_dir()
-        if self.network == "none":
+        if self.network in IPC_MODES:
             km.transport = "ipc"
             km.ip = str(run_dir / "ipc")
             km.write_connection_file()
@@ -586,7 +590,7 @@ class DockerProvisioner(KernelProvisionerBase):  # type: ignore[misc]
             base = Path(jupyter_runtime_dir())
             base.mkdir(parents=True, exist_ok=True)
             run_dir = base / f"tfenv-{self.kernel_id}"
-            if self.network == "none" and len(str(run_dir / "ipc-99")) > _MAX_SOCKET_PATH:
+            if self.network in IPC_MODES and len(str(run_dir / "ipc-99")) > _MAX_SOCKET_PATH:
                 # IPC sockets live in the run dir, and a socket path longer than the kernel's
                 # limit fails with "File name too long" only after the container started.
                 run_dir = Path(tempfile.mkdtemp(prefix="tfenv-"))
@@ -606,6 +610,25 @@ class DockerProvisioner(KernelProvisionerBase):  # type: ignore[misc]
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as handle:
             json.dump(self._container_connection, handle)
+
+    def _hand_run_dir_to(self, user: str | None) -> None:
+        """Let a kernel that runs as another uid than Jupyter read its connection file.
+
+        The run dir and the file are private to their owner (the file holds the key); a kernel
+        started with ``container_user`` "1000:1000" by a root Jupyter could not open it.
+        """
+        uid_text, _, gid_text = (user or "").partition(":")
+        if self._run_dir is None or not uid_text.isdigit() or int(uid_text) == os.getuid():
+            return
+        if os.geteuid() != 0:
+            raise KernelContainerError(
+                f"container_user {user!r} is not the user who runs Jupyter (uid {os.getuid()}), "
+                "so the kernel could not read its private connection file. Leave container_user "
+                "empty (the kernel then runs as you), or run Jupyter as root."
+            )
+        gid = int(gid_text) if gid_text.isdigit() else -1
+        for path in (self._run_dir, self._run_dir / "connection.json"):
+            os.chown(path, int(uid_text), gid)
 
     def container_env(self, launch_env: dict[str, str]) -> dict[str, str]:
         """The container's environment: allowlisted server vars, kernelspec env, our own.
@@ -682,6 +705,7 @@ class DockerProvisioner(KernelProvisionerBase):  # type: ignore[misc]
         require_kernel_ready(facts, self.image)
         self.write_container_connection_file()
         plan = self.container_plan(cmd, launch_kwargs)
+        self._hand_run_dir_to(plan.user)
         plan.image = run_image
         plan.image_pythonpath = facts.pythonpath
         if plan.home_volume:

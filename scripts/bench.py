@@ -12,11 +12,14 @@ For the small kernel image (Python 3.11 + ipykernel) and each network mode of th
 - output throughput: a cell printing 1 MiB chunks, until iopub idle, bytes received / time;
 - memory of an idle kernel: the container's cgroup usage as ``docker stats`` shows it, and the
   RSS of the kernel process, against the local kernel process's RSS;
-- a forced shutdown (``now=True``) of each container kernel, which must leave no container.
+- a forced shutdown (``now=True``) of each container kernel, which must leave no container;
+- the engine alone: create, start and removal of a plain container of the same image and
+  network running ipykernel, and the engine calls of one traced kernel start and shutdown, to
+  tell what the provisioner costs from what the engine costs.
 
-Targets run round-robin (one start of each, then the next round; execute batches alternate),
-so load from other work on the machine falls on every target alike. Results are printed as a
-table with the ratios to local and the targets of docs (shared PERF.md), and written as JSON to
+Targets run round-robin (one start of each, then the next round; executions alternate one by
+one), so load from other work on the machine falls on every target alike. Results are printed as a
+table with the ratios to local and the targets of shared PERF.md, and written as JSON to
 ``artifacts/bench.json``. Containers carry a unique ``org.jupyter-tfenv.owner`` value, and only
 containers and volumes with that value are removed at the end.
 
@@ -32,6 +35,7 @@ import importlib.metadata
 import json
 import os
 import platform
+import re
 import secrets
 import shutil
 import statistics
@@ -39,13 +43,14 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import docker
 import docker.errors
+from docker.api.client import APIClient
 from jupyter_client.asynchronous.client import AsyncKernelClient
 from jupyter_client.kernelspec import KernelSpecManager
 from jupyter_client.manager import AsyncKernelManager
@@ -94,7 +99,7 @@ class Samples:
     throughput: list[float] = field(default_factory=list)
     memory: dict[str, int] = field(default_factory=dict)
     forced_shutdown: float = float("nan")
-    # The engine alone: a bare container of the same image and network, no kernel in it.
+    # The engine alone: a plain container of the same image and network running ipykernel.
     engine_create: list[float] = field(default_factory=list)
     engine_start: list[float] = field(default_factory=list)
     engine_remove: list[float] = field(default_factory=list)
@@ -355,10 +360,12 @@ def engine_network_kwargs(mode: str) -> dict[str, Any]:
 
 
 def measure_engine(image: str, owner: str, samples: dict[str, Samples], rounds: int) -> None:
-    """The engine's own cost per network mode: create, start, force-remove of a bare container.
+    """The engine's own cost per network mode: create, start, force-remove of a plain container.
 
-    Launch minus this start is what the provisioner adds; a start that is slow here is slow
-    in the engine (network namespace, veth, published ports), whatever the provisioner does.
+    It runs ipykernel (on its own ports; nothing connects), so the kernel's boot competes for
+    the CPUs with the engine's start as it does under the provisioner. Launch minus this
+    create + start is what the provisioner adds; a start that is slow here is slow in the
+    engine (network namespace, veth, published ports), whatever the provisioner does.
     """
     api = engine.get_client().api
     labels = {engine.LABEL_OWNER: owner}
@@ -369,7 +376,7 @@ def measure_engine(image: str, owner: str, samples: dict[str, Samples], rounds: 
             begin = time.perf_counter()
             created = api.create_container(
                 image,
-                ["sleep", "60"],
+                ["python3", "-m", "ipykernel_launcher"],
                 labels=labels,
                 ports=exposed,
                 host_config=api.create_host_config(init=True, **network),
@@ -384,6 +391,48 @@ def measure_engine(image: str, owner: str, samples: dict[str, Samples], rounds: 
                 samples[mode].engine_start.append(started - made)
                 samples[mode].engine_remove.append(removed - started)
             time.sleep(SETTLE_SECONDS)
+
+
+ENGINE_ID = re.compile(r"/[0-9a-f]{64}")
+
+
+@contextlib.contextmanager
+def traced_engine_calls() -> Iterator[list[tuple[str, float]]]:
+    """Every request the docker SDK sends from this process: ("METHOD /path", seconds).
+
+    Wraps the SDK's one send method for the duration, to show which engine calls a kernel
+    start and shutdown make and what each costs, without changing what the provisioner does.
+    """
+    calls: list[tuple[str, float]] = []
+    original = APIClient.send
+
+    def send(self: APIClient, request: Any, **kwargs: Any) -> Any:
+        begin = time.perf_counter()
+        try:
+            return original(self, request, **kwargs)
+        finally:
+            path = ENGINE_ID.sub("/{id}", request.path_url.split("?")[0])
+            path = re.sub(r"^/v[0-9.]+", "", path)
+            calls.append((f"{request.method} {path}", time.perf_counter() - begin))
+
+    APIClient.send = send
+    try:
+        yield calls
+    finally:
+        APIClient.send = original
+
+
+async def trace_one_start(setup: Setup, mode: str) -> dict[str, list[tuple[str, float]]]:
+    """The engine calls of one start (until ready) and one graceful shutdown of ``mode``."""
+    with traced_engine_calls() as start_calls:
+        kernel = await Kernel.start(setup.names[mode], setup.specs, setup.cwd)
+    with traced_engine_calls() as stop_calls:
+        await kernel.shutdown()
+    return {"start": start_calls, "shutdown": stop_calls}
+
+
+def describe_calls(calls: list[tuple[str, float]]) -> str:
+    return ", ".join(f"{name} {seconds * 1000:.1f} ms" for name, seconds in calls)
 
 
 def sweep(owner: str) -> list[str]:
@@ -612,7 +661,7 @@ def print_report(facts: dict[str, Any], results: dict[str, dict[str, Any]]) -> N
             f"{memory.get('init_rss', 0) / 2**20:.1f} MiB; forced shutdown "
             f"{results[mode]['forced_shutdown_s']:.3f} s"
         )
-    log("  the engine alone (bare container, same image and network, no kernel), medians:")
+    log("  the engine alone (plain container running ipykernel, same image and network):")
     for mode in MODES:
         result = results[mode]
         log(
@@ -654,11 +703,15 @@ async def run(args: argparse.Namespace) -> int:
     facts = machine_facts(args.image)
     log(f"bench: image {args.image}, owner label {owner}, {facts['cpus']} CPUs")
     samples = {target: Samples() for target in (LOCAL, *MODES)}
+    traces: dict[str, dict[str, list[tuple[str, float]]]] = {}
     try:
         setup = make_setup(args.image, owner, work)
         await measure_starts(setup, samples, args.starts)
         measure_engine(args.image, owner, samples, args.starts)
-        log(f"  engine alone: {args.starts} bare containers per network mode")
+        log(f"  engine alone: {args.starts} plain containers per network mode")
+        for mode in MODES:
+            traces[mode] = await trace_one_start(setup, mode)
+            await asyncio.sleep(SETTLE_SECONDS)
         await measure_running(setup, samples, args.execs, args.mib, args.repeats)
     finally:
         removed = sweep(owner)
@@ -666,6 +719,14 @@ async def run(args: argparse.Namespace) -> int:
     facts["loadavg_after"] = os.getloadavg()
     results = summarize(samples)
     print_report(facts, results)
+    log("\nengine calls of one traced start (until ready) and graceful shutdown per mode:")
+    for mode, trace in traces.items():
+        others = [seconds for name, seconds in trace["start"] if not name.endswith("/start")]
+        log(
+            f"  {mode} start: {describe_calls(trace['start'])}; besides the engine's start: "
+            f"{len(others)} calls, {sum(others) * 1000:.1f} ms"
+        )
+        log(f"  {mode} shutdown: {describe_calls(trace['shutdown'])}")
     checks = verdicts(results)
     took = time.monotonic() - start
     log(
@@ -693,6 +754,7 @@ async def run(args: argparse.Namespace) -> int:
         },
         "seconds": took,
         "removed_after_run": removed,
+        "engine_calls": traces,
     }
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(output, indent=2) + "\n")

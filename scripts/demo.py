@@ -313,7 +313,7 @@ def print_summary(report: DemoReport, total_seconds: float, out: Printer = print
     widths = [max(len(row[i]) for row in [headers, *rows]) for i in range(len(headers))]
     out("\n=== summary ===")
     for row in [headers, *rows]:
-        out("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)))
+        out("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
     for result in report.notebooks:
         if result.error:
             out(f"{result.notebook}: {result.error}")

@@ -65,6 +65,9 @@ export async function getKernel(
   kernelId: string,
   signal?: AbortSignal
 ): Promise<IKernelInfo | null> {
+  if (!kernelId) {
+    return null;
+  }
   try {
     return await requestAPI<IKernelInfo>(
       `kernels/${encodeURIComponent(kernelId)}`,

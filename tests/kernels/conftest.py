@@ -139,7 +139,9 @@ def sweep(client: docker.DockerClient, owner: str) -> None:
 
 def containers_of(client: docker.DockerClient, kernel_id: str) -> list[Any]:
     """All containers (running or not) labelled with this kernel id."""
-    return client.containers.list(all=True, filters={"label": f"{LABEL_KERNEL_ID}={kernel_id}"})
+    return client.containers.list(
+        all=True, filters={"label": f"{LABEL_KERNEL_ID}={kernel_id}"}, ignore_removed=True
+    )
 
 
 def wait_until(condition: Callable[[], bool], timeout: float = 15.0) -> bool:

@@ -25,7 +25,7 @@ from .conftest import containers_of
 pytestmark = [pytest.mark.engine, pytest.mark.asyncio]
 
 
-@pytest.mark.parametrize("network", ["loopback", "host", "none"])
+@pytest.mark.parametrize("network", ["ipc", "loopback", "host", "none"])
 async def test_kernel_runs_in_the_image_with_the_notebook_dir_mounted(
     network: str,
     kernel_image: str,
@@ -204,13 +204,15 @@ async def test_connection_key_is_in_no_env_label_command_log_or_inspect(
     assert listing["stdout"].strip() == "['connection.json']"
 
 
+@pytest.mark.parametrize("network", ["ipc", "loopback"])
 async def test_safe_defaults_in_the_running_container(
+    network: str,
     kernel_image: str,
     make_spec: Callable[..., str],
     start_kernel: Callable[..., Any],
     docker_client: docker.DockerClient,
 ) -> None:
-    kernel = await start_kernel(make_spec(kernel_image))
+    kernel = await start_kernel(make_spec(kernel_image, network=network))
     attrs = docker_client.api.inspect_container(kernel.container_id)
     host_config = attrs["HostConfig"]
     assert host_config["Privileged"] is False
@@ -220,8 +222,16 @@ async def test_safe_defaults_in_the_running_container(
     assert attrs["Config"]["User"] == f"{os.getuid()}:{os.getgid()}"
     binds = " ".join(host_config.get("Binds") or [])
     assert "docker.sock" not in binds
-    for bindings in attrs["NetworkSettings"]["Ports"].values():
-        assert [b["HostIp"] for b in bindings] == ["127.0.0.1"]
+    published = attrs["NetworkSettings"]["Ports"] or {}
+    if network == "ipc":
+        # No TCP port at all: the channels are sockets in a private 0700 directory.
+        assert published == {}
+        run_dir = kernel.manager.ip.rsplit("/", 1)[0]
+        assert os.stat(run_dir).st_mode & 0o777 == 0o700
+    else:
+        assert len(published) == 5
+        for bindings in published.values():
+            assert [b["HostIp"] for b in bindings] == ["127.0.0.1"]
     out = await kernel.run("import os; print(os.path.exists('/var/run/docker.sock'))")
     assert out["stdout"].strip() == "False"
 

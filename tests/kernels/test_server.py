@@ -55,7 +55,9 @@ def write_notebook(path: Path, *cells: str) -> None:
 
 
 def owned(client: docker.DockerClient, owner: str) -> list[object]:
-    return client.containers.list(all=True, filters={"label": f"{LABEL_OWNER}={owner}"})
+    return client.containers.list(
+        all=True, filters={"label": f"{LABEL_OWNER}={owner}"}, ignore_removed=True
+    )
 
 
 @pytest.mark.asyncio

@@ -35,12 +35,25 @@ STANDIN_NOTE = "GPU stand-in hook (test double, no GPU is used)"
 class PrivateEngine:
     """A throw-away dockerd: start with or without the GPU stand-in, stop, restart, remove."""
 
-    def __init__(self, devenv: ModuleType) -> None:
+    def __init__(
+        self, devenv: ModuleType, extra_args: tuple[str, ...] = (), data_mb: int = 0
+    ) -> None:
+        """``data_mb``: put the data root on a tmpfs of that size, to fill the disk at will."""
         self.devenv = devenv
         # Short path: dockerd and containerd put unix sockets under it (108-byte limit).
         self.root = Path(tempfile.mkdtemp(prefix="tfenv-re-", dir="/tmp"))
         daemon_json = self.root / "daemon.json"
         daemon_json.write_text("{}")
+        self.data_root = self.root / "data"
+        launcher: tuple[str, ...] = ("unshare", "--net", "--")
+        if data_mb:
+            # In a mount namespace of its own, which ends with dockerd: nothing to unmount.
+            self.data_root.mkdir()
+            mount = f'mount -t tmpfs -o size={data_mb}m tfenv-test "$0" && exec "$@"'
+            launcher = (
+                "unshare", "--net", "--mount", "--propagation", "private", "--",
+                "sh", "-c", mount, str(self.data_root),
+            )  # fmt: skip
         self.config = devenv.EngineConfig(
             socket=str(self.root / "docker.sock"),
             pidfile=str(self.root / "docker.pid"),
@@ -49,7 +62,7 @@ class PrivateEngine:
             standin_dir=self.root / "standin",
             extra_args=(
                 "--data-root",
-                str(self.root / "data"),
+                str(self.data_root),
                 "--exec-root",
                 str(self.root / "exec"),
                 "--config-file",
@@ -57,8 +70,9 @@ class PrivateEngine:
                 "--bridge",
                 "none",
                 "--iptables=false",
+                *extra_args,
             ),
-            launcher=("unshare", "--net", "--"),
+            launcher=launcher,
         )
         self.output = io.StringIO()
         self.manager = devenv.EngineManager(
@@ -116,6 +130,13 @@ class PrivateEngine:
                 return
         for _event in self.client().api.load_image(source.api.get_image(name)):
             pass
+
+    def in_namespace(self, *namespaces: str) -> list[str]:
+        """The command prefix that runs a program in this engine's namespaces ("-n", "-m")."""
+        pid = self.pid
+        if pid is None:
+            raise RuntimeError("the private engine is not running")
+        return ["nsenter", "-t", str(pid), *namespaces, "--"]
 
     def containers(self, label: str) -> list[dict[str, Any]]:
         """Every container (running or not) carrying ``label`` on this engine."""

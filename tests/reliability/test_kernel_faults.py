@@ -203,12 +203,16 @@ async def test_server_killed_with_kernels_running_leaves_user_files_intact(
     # the notebook, files written by its kernel, and the next server working on them.
     spec = kernel_json(kernel_image)
     first = jupyter_server({"tf": spec})
-    notebook = nbformat.v4.new_notebook()
+    # nbformat has no type hints.
+    notebook = nbformat.v4.new_notebook()  # type: ignore[no-untyped-call]
     notebook.cells = [
-        nbformat.v4.new_code_cell("open('results.csv', 'a').write('1,2\\n')"),
-        nbformat.v4.new_code_cell("print(open('results.csv').read().count('1,2'))"),
+        nbformat.v4.new_code_cell(source)  # type: ignore[no-untyped-call]
+        for source in (
+            "open('results.csv', 'a').write('1,2\\n')",
+            "print(open('results.csv').read().count('1,2'))",
+        )
     ]
-    nbformat.write(notebook, first.root_dir / "work.ipynb")
+    nbformat.write(notebook, first.root_dir / "work.ipynb")  # type: ignore[no-untyped-call]
     session = ServerSession(first.url, first.token)
     await run_notebook(session, "work.ipynb", "tf", timeout=120)
     saved = (first.root_dir / "work.ipynb").read_text()

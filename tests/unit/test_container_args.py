@@ -38,8 +38,15 @@ def plan(**overrides: Any) -> ContainerPlan:
     return ContainerPlan(**values)
 
 
-def test_loopback_publishes_every_port_on_127_0_0_1_with_engine_chosen_host_ports() -> None:
+def test_default_ipc_mode_publishes_no_port_and_keeps_outbound_network() -> None:
     kwargs = build_create_kwargs(plan())
+    assert kwargs["network_mode"] == "bridge"
+    assert "ports" not in kwargs
+    assert kwargs["volumes"]["/run/user/0/jupyter/tfenv-0123"]["mode"] == "rw"
+
+
+def test_loopback_publishes_every_port_on_127_0_0_1_with_engine_chosen_host_ports() -> None:
+    kwargs = build_create_kwargs(plan(network="loopback"))
     assert kwargs["network_mode"] == "bridge"
     assert kwargs["ports"] == {
         f"{port}/tcp": ("127.0.0.1", "") for port in CONTAINER_PORTS.values()
@@ -48,7 +55,7 @@ def test_loopback_publishes_every_port_on_127_0_0_1_with_engine_chosen_host_port
 
 def test_restart_asks_for_the_previous_host_ports() -> None:
     previous = {name: 40000 + i for i, name in enumerate(CONTAINER_PORTS)}
-    kwargs = build_create_kwargs(plan(host_ports=previous))
+    kwargs = build_create_kwargs(plan(network="loopback", host_ports=previous))
     assert kwargs["ports"]["5555/tcp"] == ("127.0.0.1", "40000")
     assert kwargs["ports"]["5559/tcp"] == ("127.0.0.1", "40004")
 
@@ -61,7 +68,8 @@ def test_host_and_none_modes_publish_nothing(network: str, mode: str) -> None:
 
 
 def test_run_dir_is_read_only_except_for_ipc_sockets() -> None:
-    assert build_create_kwargs(plan())["volumes"]["/run/user/0/jupyter/tfenv-0123"] == {
+    loopback = build_create_kwargs(plan(network="loopback"))
+    assert loopback["volumes"]["/run/user/0/jupyter/tfenv-0123"] == {
         "bind": CONTAINER_RUN_DIR,
         "mode": "ro",
     }
