@@ -61,7 +61,7 @@ from jupyter_tfenv.kernelspecs import install_kernelspec
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_IMAGE = "jupyter-tfenv-test/kernel:py3.11"
 DEFAULT_OUTPUT = REPO_ROOT / "artifacts" / "bench.json"
-MODES = ("loopback", "host", "none")
+MODES = ("ipc", "loopback", "host", "none")
 LOCAL = "local"
 READY_TIMEOUT = 60.0
 SETTLE_SECONDS = 0.3
@@ -70,7 +70,7 @@ SETTLE_SECONDS = 0.3
 # start to ready as a multiple of a local ipykernel.
 FIELD_START_RATIO = {"gateway-provisioners 0.5.0": 3.6, "dockernel 1.0.2": 4.3}
 TARGET_START_RATIO = 1.2
-TARGET_EXEC_RATIO = {"loopback": 1.2, "host": 1.05, "none": 1.05}
+TARGET_EXEC_RATIO = {"ipc": 1.05, "loopback": 1.2, "host": 1.05, "none": 1.05}
 TARGET_THROUGHPUT_RATIO = 0.95
 
 
@@ -356,6 +356,8 @@ def engine_network_kwargs(mode: str) -> dict[str, Any]:
     if mode == "loopback":
         ports = {port: ("127.0.0.1", None) for port in range(5555, 5560)}
         return {"network_mode": "bridge", "port_bindings": ports}
+    if mode == "ipc":
+        return {"network_mode": "bridge"}
     return {"network_mode": mode}
 
 
