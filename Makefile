@@ -46,6 +46,7 @@ images: setup
 # the tests probe and report whether GPU requests reach it.
 test: setup
 	$(DEVENV) all --gpu-standin
+	bash scripts/ensure_test_tools.sh
 	$(PY) -m pytest -p no:cacheprovider $(PYTEST_ARGS) $(TESTS)
 
 demo: setup
