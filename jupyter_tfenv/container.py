@@ -108,7 +108,10 @@ def build_create_kwargs(plan: ContainerPlan) -> dict[str, Any]:
     # The run dir holds the connection file (read-only is enough) and, in IPC mode, the
     # sockets the kernel creates (so it must be writable there).
     volumes: dict[str, dict[str, str]] = {
-        plan.run_dir: {"bind": CONTAINER_RUN_DIR, "mode": "rw" if plan.network in IPC_MODES else "ro"},
+        plan.run_dir: {
+            "bind": CONTAINER_RUN_DIR,
+            "mode": "rw" if plan.network in IPC_MODES else "ro",
+        },
     }
     if plan.notebook_dir:
         volumes[plan.notebook_dir] = {"bind": plan.notebook_dir, "mode": "rw"}

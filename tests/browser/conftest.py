@@ -116,7 +116,7 @@ def ipywidgets7_image(docker_client: Any, kernel_image: str, devenv: Any) -> str
     return IPYWIDGETS7_IMAGE
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def lab_server(
     tmp_path_factory: pytest.TempPathFactory,
     tf_jupyter_image: str,
@@ -183,7 +183,9 @@ def lab_server(
         shutil.copyfile(server.log_path, SCREENSHOTS / "jupyterlab.log")
 
 
-@pytest.fixture(scope="session")
+# Package scope: Playwright's sync API marks an event loop as running in this thread until it
+# stops, which would break every asyncio test that runs after the browser tests.
+@pytest.fixture(scope="package")
 def browser_context(
     lab_server: ServerProcess, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Any]:
