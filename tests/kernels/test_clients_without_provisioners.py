@@ -112,3 +112,56 @@ async def test_container_is_removed_when_the_launcher_is_killed(
         if manager.has_kernel:
             await manager.shutdown_kernel(now=True)
         sweep(docker_client, owner_env)
+
+
+CLIENT_SCRIPT = """
+import asyncio, sys
+from jupyter_client.kernelspec import KernelSpecManager
+from jupyter_client.manager import AsyncKernelManager
+
+async def main():
+    manager = AsyncKernelManager(
+        kernel_name="argv-kernel", kernel_spec_manager=KernelSpecManager(kernel_dirs=[sys.argv[1]])
+    )
+    await manager.start_kernel(cwd=sys.argv[2])
+    client = manager.client()
+    client.start_channels()
+    await client.wait_for_ready(timeout=60)
+    print("ready", flush=True)
+    await asyncio.sleep(600)
+
+asyncio.run(main())
+"""
+
+
+async def test_container_is_removed_when_the_client_goes_away(
+    argv_only_spec: KernelSpecManager,
+    notebook_dir: Path,
+    docker_client: docker.DockerClient,
+    owner_env: str,
+) -> None:
+    """A console-like client killed without shutting its kernel down leaves no container."""
+    import subprocess
+    import sys
+
+    from .conftest import sweep
+
+    owned = {"label": f"org.jupyter-tfenv.owner={owner_env}"}
+    client = subprocess.Popen(
+        [sys.executable, "-c", CLIENT_SCRIPT, argv_only_spec.kernel_dirs[0], str(notebook_dir)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert client.stdout is not None
+        assert client.stdout.readline().strip() == "ready"
+        assert len(docker_client.containers.list(filters=owned)) == 1
+        client.kill()
+        client.wait(timeout=10)
+        assert wait_until(
+            lambda: not docker_client.containers.list(all=True, filters=owned), timeout=20
+        )
+    finally:
+        if client.poll() is None:
+            client.kill()
+        sweep(docker_client, owner_env)

@@ -16,7 +16,7 @@ from typing import Any
 import docker
 import pytest
 
-from jupyter_tfenv.container import PORT_NAMES
+from jupyter_tfenv.container import IPC_MODES, PORT_NAMES
 
 pytestmark = [pytest.mark.engine, pytest.mark.asyncio]
 
@@ -79,7 +79,8 @@ async def test_kernel_of_a_root_jupyter_gets_dockers_defaults_and_no_new_privile
     assert seen["docker_env"] == []
     assert seen["pid1"] == "/sbin/docker-init"
     assert seen["writable"] == {
-        "/tfenv-run": False,
+        # Writable only where the kernel creates its IPC sockets there.
+        "/tfenv-run": kernel.manager.provisioner.network in IPC_MODES,
         "/tfenv-lib/jupyter_tfenv": False,
         ".": True,  # the notebook dir
         "/tfenv-home": True,
@@ -108,7 +109,7 @@ async def test_non_root_kernel_has_no_capability_and_writes_files_as_its_user(
     assert seen["sockets"] == []
     assert seen["docker_in_mounts"] is False
     assert seen["writable"] == {
-        "/tfenv-run": False,
+        "/tfenv-run": kernel.manager.provisioner.network in IPC_MODES,
         "/tfenv-lib/jupyter_tfenv": False,
         ".": True,  # the notebook dir
         "/tfenv-home": True,  # the HOME volume was handed to uid 1000 once
