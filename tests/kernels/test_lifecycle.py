@@ -199,9 +199,11 @@ async def test_connection_key_is_in_no_env_label_command_log_or_inspect(
         assert key not in text
         assert "server-token-do-not-leak" not in text
         assert "s3cr3t" not in text
-    # The container sees exactly one connection file: its own.
-    listing = await kernel.run("import os; print(os.listdir('/tfenv-run'))")
-    assert listing["stdout"].strip() == "['connection.json']"
+    # The container sees exactly one connection file, its own, beside its own IPC sockets.
+    listing = await kernel.run("import os; print(*sorted(os.listdir('/tfenv-run')))")
+    names = listing["stdout"].split()
+    assert names[0] == "connection.json"
+    assert all(name.startswith("ipc-") for name in names[1:])
 
 
 @pytest.mark.parametrize("network", ["ipc", "loopback"])

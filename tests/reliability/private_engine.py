@@ -112,7 +112,12 @@ class PrivateEngine:
         if self._client is not None:
             self._client.close()
             self._client = None
+        pid = self.pid
         self.manager.stop_own(timeout=60)
+        if pid is not None:
+            # devenv keeps the Popen of the dockerd it spawned: polling it reaps the exited
+            # process, so restarts leave no zombies behind in the test process.
+            self.manager.system.exit_status(pid)
         return time.monotonic() - started
 
     def use(self, standin: bool) -> PrivateEngine:
