@@ -16,7 +16,7 @@ import nbformat
 import pytest
 from jupyter_client.kernelspec import KernelSpecManager
 
-from jupyter_tfenv.engine import LABEL_OWNER
+from jupyter_tfenv.engine import LABEL_OWNER, LABEL_ROLE
 from jupyter_tfenv.kernelspecs import install_kernelspec
 from jupyter_tfenv.server_run import ServerSession, run_notebook
 from jupyter_tfenv.testing import ServerProcess
@@ -164,7 +164,8 @@ async def test_containers_of_a_killed_server_are_removed_by_the_next_server(
     os.kill(watchdog, signal.SIGKILL)
     first.signal(signal.SIGKILL)
     first.wait()
-    assert len(owned(docker_client, owner_env)) == 1
+    kernels = [c for c in owned(docker_client, owner_env) if c.labels[LABEL_ROLE] == "kernel"]
+    assert len(kernels) == 1
 
     second = server_factory(kernel_image)  # type: ignore[operator]
     assert wait_until(lambda: owned(docker_client, owner_env) == [], timeout=30), second.log()
