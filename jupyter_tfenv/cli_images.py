@@ -342,7 +342,6 @@ class PrepareApp(ImagesCommand):
     }
 
     def start(self) -> None:
-        from .prepare import prepare_image
         from .serverext.service import image_exists
 
         image = self.one_image_argument("jupyter tfenv prepare IMAGE")
@@ -358,17 +357,7 @@ class PrepareApp(ImagesCommand):
                     printer.line(f"  | {event.get('status', '')}")
 
             started = time.monotonic()
-            result = prepare_image(
-                client,
-                image,
-                packages=list(settings.prepare_packages),
-                pip_options=list(settings.prepare_pip_options),
-                suffix=settings.prepare_suffix,
-                network=settings.prepare_network,
-                ca_bundle=settings.prepare_ca_bundle,
-                owner=settings.owner_label,
-                report=report,
-            )
+            result = settings.prepare(client, image, report=report)
         except (TfenvError, docker.errors.DockerException) as error:
             self.fail(str(error))
         if result.outcome == "ready":

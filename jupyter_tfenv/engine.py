@@ -49,6 +49,16 @@ _clients_lock = threading.Lock()
 log = logging.getLogger("jupyter_tfenv")
 
 
+def docker_host_from_env() -> str:
+    """The engine users chose for jupyter-tfenv (TFENV_DOCKER_HOST), "" for Docker's own choice."""
+    return os.environ.get("TFENV_DOCKER_HOST", "")
+
+
+def owner_from_env() -> str:
+    """The owner group for our labels (TFENV_OWNER_LABEL), or the default group."""
+    return os.environ.get("TFENV_OWNER_LABEL", DEFAULT_OWNER)
+
+
 async def run_blocking(func: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     """Run a blocking Docker SDK call off the event loop, on the engine's own thread pool."""
     loop = asyncio.get_running_loop()

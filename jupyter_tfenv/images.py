@@ -13,7 +13,7 @@ import fnmatch
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import docker
 import docker.errors
@@ -24,6 +24,9 @@ from . import engine
 from .errors import TfenvError
 from .kernel_image import ImageFacts, probe_image
 from .kernelspecs import tensorflow_version_from_tag
+
+if TYPE_CHECKING:
+    from .prepare import PrepareResult
 
 LABEL_TF_VERSION = "org.tensorflow.version"
 LABEL_PYTHON_VERSION = f"{engine.LABEL_PREFIX}.python-version"
@@ -203,11 +206,11 @@ class TfenvImages(Configurable):  # type: ignore[misc]
 
     @default("docker_host")
     def _docker_host_default(self) -> str:
-        return os.environ.get("TFENV_DOCKER_HOST", "")
+        return engine.docker_host_from_env()
 
     @default("owner_label")
     def _owner_label_default(self) -> str:
-        return os.environ.get("TFENV_OWNER_LABEL", engine.DEFAULT_OWNER)
+        return engine.owner_from_env()
 
     @default("tensorflow_repository")
     def _tensorflow_repository_default(self) -> str:
@@ -277,6 +280,29 @@ class TfenvImages(Configurable):  # type: ignore[misc]
                 "digits, '.', '_' or '-' only, e.g. '-tfenv'."
             )
         return value
+
+    def prepare(
+        self,
+        client: docker.DockerClient,
+        image: str,
+        report: Callable[[dict[str, Any]], None] | None = None,
+        cancelled: Callable[[], bool] | None = None,
+    ) -> PrepareResult:
+        """Blocking: make ``image`` kernel-ready with these settings (see prepare.py)."""
+        from .prepare import prepare_image
+
+        return prepare_image(
+            client,
+            image,
+            packages=list(self.prepare_packages),
+            pip_options=list(self.prepare_pip_options),
+            suffix=self.prepare_suffix,
+            network=self.prepare_network,
+            ca_bundle=self.prepare_ca_bundle,
+            owner=self.owner_label,
+            report=report,
+            cancelled=cancelled,
+        )
 
     def client(self) -> docker.DockerClient:
         """The engine client for these settings (blocking on the first call: it pings)."""

@@ -299,11 +299,11 @@ class DockerProvisioner(KernelProvisionerBase):  # type: ignore[misc]
 
     @default("docker_host")
     def _docker_host_default(self) -> str:
-        return os.environ.get("TFENV_DOCKER_HOST", "")
+        return engine.docker_host_from_env()
 
     @default("owner_label")
     def _owner_label_default(self) -> str:
-        return os.environ.get("TFENV_OWNER_LABEL", engine.DEFAULT_OWNER)
+        return engine.owner_from_env()
 
     @validate("gpus")
     def _validate_gpus(self, proposal: Any) -> Any:
@@ -759,17 +759,12 @@ class DockerProvisioner(KernelProvisionerBase):  # type: ignore[misc]
             )
 
     def _auto_prepare(self, client: docker.DockerClient) -> str:
-        from .prepare import prepare_image
+        from .images import TfenvImages
 
-        ca_bundle = "/etc/ssl/certs/ca-certificates.crt"
         self.log.info("Kernel %s: preparing %s (adding ipykernel)", self.kernel_id, self.image)
-        result = prepare_image(
-            client,
-            self.image,
-            owner=self.owner_label,
-            ca_bundle=ca_bundle if os.path.isfile(ca_bundle) else "",
-        )
-        return result.image
+        # The same c.TfenvImages settings as `jupyter tfenv prepare` and the REST API.
+        settings = TfenvImages(config=self.config, owner_label=self.owner_label)
+        return settings.prepare(client, self.image).image
 
     def _fail_start(self, container: Container) -> None:
         """The container ended (or lost its ports) right after start: say why, remove it."""

@@ -20,7 +20,6 @@ from ..images import TfenvImages, engine_gpu_support
 from ..jobs import Job, JobBusyError, JobManager
 from ..kernel_image import probe_image
 from ..mirrors import canonical_name
-from ..prepare import prepare_image
 from ..provisioner import DockerProvisioner
 from ..pull import PullProgress, pull_image
 from ..registry import RegistryClient, TagCache, registry_target
@@ -313,17 +312,7 @@ class TfenvService:
             job.update_threadsafe(message=str(event.get("status") or ""))
 
         result = await engine.run_blocking(
-            prepare_image,
-            client,
-            source,
-            packages=list(settings.prepare_packages),
-            pip_options=list(settings.prepare_pip_options),
-            suffix=settings.prepare_suffix,
-            network=settings.prepare_network,
-            ca_bundle=settings.prepare_ca_bundle,
-            owner=settings.owner_label,
-            report=report,
-            cancelled=lambda: job.cancel_requested,
+            settings.prepare, client, source, report, lambda: job.cancel_requested
         )
         await asyncio.sleep(0)
         self.catalog.mark_dirty()
