@@ -76,6 +76,8 @@ class ContainerPlan:
     # The image's PYTHONPATH, which ours extends rather than replaces.
     image_pythonpath: str = ""
     mount_package: bool = True
+    # Folders inside the notebook mount that the kernel must not see (covered by an empty tmpfs).
+    hidden_dirs: list[str] = field(default_factory=list)
 
 
 def host_user() -> str:
@@ -137,6 +139,8 @@ def build_create_kwargs(plan: ContainerPlan) -> dict[str, Any]:
         uid_gid = (plan.user or "0:0").split(":")
         owner = f"uid={uid_gid[0]},gid={uid_gid[-1]}," if uid_gid[0].isdigit() else ""
         kwargs["tmpfs"] = {CONTAINER_HOME: f"{owner}mode=0700"}
+    for hidden in plan.hidden_dirs:
+        kwargs.setdefault("tmpfs", {})[hidden] = "mode=0700,size=64k"
     if not plan.use_image_entrypoint:
         # Run the kernel directly under docker-init, so signals reach Python itself even when
         # the image's entrypoint is a shell script that does not exec.

@@ -29,3 +29,11 @@ class GpuUnavailableError(TfenvError):
 
 class KernelContainerError(TfenvError):
     """The kernel's container could not be created or started."""
+
+
+class EngineRefusedError(TfenvError):
+    """The engine refused the container's settings (a client error): the user can fix them."""
+
+
+class UnsafeMountError(TfenvError):
+    """The notebook's folder is a system folder (or holds the Docker socket): not mounted."""

@@ -59,10 +59,12 @@ from .container import (
     published_ports,
 )
 from .errors import (
+    EngineRefusedError,
     EngineUnavailableError,
     GpuUnavailableError,
     KernelContainerError,
     TfenvError,
+    UnsafeMountError,
 )
 from .gpus import GPU_SPEC_HELP, GpuRequest, is_gpu_driver_error, parse_gpus
 from .kernel_image import probe_image, require_kernel_ready
@@ -139,6 +141,19 @@ def _start_failure_status(error: Exception) -> int:
     ):
         return 500
     return 400
+
+
+def engine_refusal(error: docker.errors.DockerException, image: str) -> TfenvError:
+    """A Docker SDK error during a kernel start, as the error users see."""
+    explanation = getattr(error, "explanation", None) or str(error)
+    if isinstance(error, docker.errors.APIError) and error.is_client_error():
+        return EngineRefusedError(
+            f"The Docker engine refused the kernel container for {image!r}: {explanation}. "
+            "Fix the kernelspec's settings (e.g. mem_limit, home_volume, gpus) and start again."
+        )
+    return KernelContainerError(
+        f"Could not start the kernel container for {image!r}: {explanation}"
+    )
 
 
 def _docker_size(value: str, name: str, example: str) -> str:
@@ -245,10 +260,11 @@ class DockerProvisioner(KernelProvisionerBase):  # type: ignore[misc]
     )
 
     home_volume = Unicode(
-        "tfenv-home-{kernelspec}",
+        "tfenv-home-{uid}-{kernelspec}",
         config=True,
         help="""Named Docker volume mounted as the kernel's HOME (/tfenv-home), so pip and Keras
-        caches survive restarts. "{kernelspec}" is replaced by the kernelspec name. Empty: HOME
+        caches survive restarts. "{kernelspec}" is replaced by the kernelspec name and "{uid}"
+        by the Jupyter user's uid, so users sharing an engine do not share a HOME. Empty: HOME
         is a private tmpfs, emptied when the kernel stops.""",
     )
 
@@ -315,7 +331,13 @@ class DockerProvisioner(KernelProvisionerBase):  # type: ignore[misc]
 
     @validate("mem_limit")
     def _validate_mem_limit(self, proposal: Any) -> str:
-        return _docker_size(proposal["value"], "mem_limit", "8g")
+        value = _docker_size(proposal["value"], "mem_limit", "8g")
+        if value and parse_bytes(value) < 6 * 1024 * 1024:
+            raise TraitError(
+                f"Invalid mem_limit {value!r}: Docker's smallest memory limit is 6m; a "
+                "TensorFlow kernel wants a few gigabytes, e.g. '8g'."
+            )
+        return value
 
     @validate("shm_size")
     def _validate_shm_size(self, proposal: Any) -> str:
@@ -357,6 +379,13 @@ class DockerProvisioner(KernelProvisionerBase):  # type: ignore[misc]
             )
         return value
 
+    @validate("stop_timeout")
+    def _validate_stop_timeout(self, proposal: Any) -> float:
+        value = float(proposal["value"])
+        if value < 0:
+            raise TraitError(f"Invalid stop_timeout {value!r}: use 0 or more seconds, e.g. 5.")
+        return value
+
     @validate("image")
     def _validate_image(self, proposal: Any) -> str:
         return validate_image_name(proposal["value"])
@@ -368,7 +397,14 @@ class DockerProvisioner(KernelProvisionerBase):  # type: ignore[misc]
         try:
             super().__init__(**kwargs)
         except TraitError as error:
-            raise shown_to_clients(error) from error
+            spec = kwargs.get("kernel_spec")
+            where = getattr(spec, "resource_dir", "") or "the kernelspec"
+            raise shown_to_clients(
+                TraitError(
+                    f"{error} Fix metadata.kernel_provisioner.config in {where}/kernel.json "
+                    "(`jupyter tfenv install` writes valid settings)."
+                )
+            ) from error
         self.container_id: str | None = None
         self.exit_code: int | None = None
         # Why the last container ended, for the server extension and the kernel model's reason.
@@ -454,8 +490,10 @@ class DockerProvisioner(KernelProvisionerBase):  # type: ignore[misc]
             if isinstance(error, requests.exceptions.ConnectionError):
                 # The engine went away after its client was made (and pinged): say so.
                 raise shown_to_clients(engine.unavailable_error(self.docker_host, error)) from error
-            if isinstance(error, (TfenvError, docker.errors.DockerException)):
+            if isinstance(error, TfenvError):
                 raise shown_to_clients(error) from error
+            if isinstance(error, docker.errors.DockerException):
+                raise shown_to_clients(engine_refusal(error, self.image)) from error
             raise
         info: dict[str, Any] = dict(self.connection_info)
         if self.network == "loopback":
@@ -662,13 +700,14 @@ class DockerProvisioner(KernelProvisionerBase):  # type: ignore[misc]
         user = host_user() if not self.container_user else self.container_user
         if user == "image":
             user = ""
-        notebook_dir = None
-        cwd = launch_kwargs.get("cwd")
-        if self.mount_notebook_dir and cwd:
-            notebook_dir = os.path.realpath(cwd)
-            if notebook_dir == "/":
-                self.log.warning("Not mounting '/' into kernel %s's container", self.kernel_id)
-                notebook_dir = None
+        notebook_dir = self._notebook_dir(launch_kwargs.get("cwd"))
+        # The Jupyter runtime dir holds every kernel's connection file: keep it out of view when
+        # the notebook's folder contains it (a notebook in the home folder, say).
+        hidden_dirs = [
+            path
+            for path in (os.path.realpath(jupyter_runtime_dir()),)
+            if notebook_dir and is_within(path, notebook_dir)
+        ]
         labels = engine.owner_labels(self.owner_label)
         nano_cpus = int(self.cpus * 1e9) if self.cpus else 0
         return ContainerPlan(
@@ -682,7 +721,10 @@ class DockerProvisioner(KernelProvisionerBase):  # type: ignore[misc]
             host_ports=self._host_ports or None,
             env=self.container_env(launch_kwargs.get("env") or dict(os.environ)),
             notebook_dir=notebook_dir,
-            home_volume=self.home_volume.replace("{kernelspec}", kernelspec),
+            home_volume=self.home_volume.replace("{kernelspec}", kernelspec).replace(
+                "{uid}", str(os.getuid())
+            ),
+            hidden_dirs=hidden_dirs,
             user=user or None,
             device_requests=self.gpu_request.device_requests(),
             gpus_label=self.gpu_request.describe(),
@@ -691,6 +733,32 @@ class DockerProvisioner(KernelProvisionerBase):  # type: ignore[misc]
             shm_size=self.shm_size,
             use_image_entrypoint=self.use_image_entrypoint,
         )
+
+    def _notebook_dir(self, cwd: str | None) -> str | None:
+        """The folder to mount and start in: the notebook's, never outside the server's root.
+
+        jupyter_server builds ``cwd`` from the notebook path without resolving "..", so a
+        client could name any host folder; system folders are never mounted at all.
+        """
+        if not self.mount_notebook_dir:
+            return None
+        root = getattr(getattr(self.parent, "parent", None), "root_dir", None)
+        candidate = cwd or root
+        if not candidate:
+            return None
+        path = os.path.realpath(candidate)
+        if root:
+            root_path = os.path.realpath(root)
+            if not is_within(path, root_path):
+                self.log.warning(
+                    "Kernel %s: %s is outside the server's root %s; using the root",
+                    self.kernel_id,
+                    path,
+                    root_path,
+                )
+                path = root_path
+        check_mountable(path)
+        return path
 
     def _create_and_start(
         self, client: docker.DockerClient, cmd: list[str], launch_kwargs: dict[str, Any]
@@ -955,6 +1023,49 @@ def visible_gpu_ids(spec: str) -> frozenset[str] | None:
     if request.device_ids:
         return frozenset(request.device_ids)
     return frozenset(str(index) for index in range(request.count))
+
+
+SYSTEM_DIRS = (
+    "/",
+    "/bin",
+    "/boot",
+    "/dev",
+    "/etc",
+    "/lib",
+    "/lib32",
+    "/lib64",
+    "/proc",
+    "/run",
+    "/sbin",
+    "/sys",
+    "/usr",
+    "/var",
+    "/var/lib",
+    "/var/run",
+)
+# Below these, every folder is the system's or the engine's, never a user's notebook folder.
+SYSTEM_TREES = ("/boot", "/dev", "/etc", "/proc", "/run", "/sys", "/var/lib/docker", "/var/run")
+DOCKER_SOCKETS = ("/var/run/docker.sock", "/run/docker.sock")
+
+
+def is_within(path: str, folder: str) -> bool:
+    """True when ``path`` is ``folder`` or below it (both already resolved)."""
+    return path == folder or path.startswith(folder.rstrip("/") + "/")
+
+
+def check_mountable(path: str) -> None:
+    """Refuse to mount a system folder, or any folder that holds the Docker socket."""
+    sockets = [*DOCKER_SOCKETS]
+    docker_host = os.environ.get("DOCKER_HOST", "")
+    if docker_host.startswith("unix://"):
+        sockets.append(docker_host[len("unix://") :])
+    holds_socket = any(is_within(os.path.realpath(sock), path) for sock in sockets)
+    if path in SYSTEM_DIRS or any(is_within(path, tree) for tree in SYSTEM_TREES) or holds_socket:
+        raise UnsafeMountError(
+            f"Refusing to mount {path!r} into the kernel container: it is a system folder or "
+            "holds the Docker socket. Open the notebook from a project folder, or set "
+            "mount_notebook_dir = False."
+        )
 
 
 def check_engine_is_local(docker_host: str) -> None:

@@ -135,7 +135,8 @@ class ServerProcess:
             self.process.wait(timeout=10)
 
     def __enter__(self) -> ServerProcess:
-        return self.start()
+        # `with ServerProcess(...).start():` must not start a second server.
+        return self if self.process is not None else self.start()
 
     def __exit__(
         self,

@@ -64,6 +64,8 @@ class TfenvHandler(ExtensionHandlerMixin, APIHandler):  # type: ignore[misc]
             body = json.loads(self.request.body or b"{}")
         except ValueError as error:
             raise FieldError("body", f"The request body is not valid JSON: {error}.") from error
+        except RecursionError as error:
+            raise FieldError("body", "The request body nests too deeply to be read.") from error
         if not isinstance(body, dict):
             raise FieldError("body", "The request body must be a JSON object.")
         return body

@@ -169,3 +169,52 @@ async def test_containers_of_a_killed_server_are_removed_by_the_next_server(
 
     second = server_factory(kernel_image)  # type: ignore[operator]
     assert wait_until(lambda: owned(docker_client, owner_env) == [], timeout=30), second.log()
+
+
+@pytest.mark.asyncio
+async def test_a_notebook_path_with_dotdot_cannot_mount_host_folders(
+    server_factory: object,
+    kernel_image: str,
+    docker_client: docker.DockerClient,
+    owner_env: str,
+) -> None:
+    """A client-chosen '../../../run/x.ipynb' must not mount /run (and the Docker socket)."""
+    server = server_factory(kernel_image)  # type: ignore[operator]
+    session = ServerSession(server.url, server.token)
+    kernel = await session.request(
+        "POST", "api/kernels", {"name": "tf", "path": "../../../../../run/x.ipynb"}
+    )
+    [container] = [c for c in owned(docker_client, owner_env) if c.labels[LABEL_ROLE] == "kernel"]
+    binds = [mount["Source"] for mount in container.attrs["Mounts"] if mount["Type"] == "bind"]
+    assert "/run" not in binds
+    assert str(server.root_dir) in binds
+    assert container.attrs["Config"]["WorkingDir"] == str(server.root_dir)
+    await session.request("DELETE", f"api/kernels/{kernel['id']}")
+
+
+@pytest.mark.asyncio
+async def test_settings_the_engine_refuses_get_a_400_with_its_reason(
+    tmp_path: Path,
+    kernel_image: str,
+    docker_client: docker.DockerClient,
+    owner_env: str,
+) -> None:
+    from tornado.httpclient import HTTPClientError
+
+    server = ServerProcess(tmp_path / "work", tmp_path / "jupyter")
+    (tmp_path / "work").mkdir()
+    install_kernelspec(
+        kernel_image,
+        name="bad-volume",
+        extra_config={"home_volume": "../not a volume"},
+        manager=KernelSpecManager(data_dir=str(server.data_dir)),
+    )
+    with server:
+        session = ServerSession(server.url, server.token)
+        with pytest.raises(HTTPClientError) as caught:
+            await session.request("POST", "api/kernels", {"name": "bad-volume"})
+    assert caught.value.code == 400
+    body = caught.value.response.body.decode() if caught.value.response else ""
+    assert "refused the kernel container" in body
+    assert "home_volume" in body
+    sweep(docker_client, owner_env)

@@ -19,9 +19,9 @@ from jupyter_tfenv.container import (
     describe_exit,
     published_ports,
 )
-from jupyter_tfenv.errors import KernelContainerError
+from jupyter_tfenv.errors import KernelContainerError, UnsafeMountError
 from jupyter_tfenv.gpus import parse_gpus
-from jupyter_tfenv.provisioner import DockerProvisioner, check_engine_is_local
+from jupyter_tfenv.provisioner import DockerProvisioner, check_engine_is_local, check_mountable
 
 
 def plan(**overrides: Any) -> ContainerPlan:
@@ -235,3 +235,47 @@ def test_local_engines_are_accepted(docker_host: str) -> None:
 def test_remote_engines_are_refused_at_once_with_the_reason(docker_host: str) -> None:
     with pytest.raises(KernelContainerError, match="on another machine"):
         check_engine_is_local(docker_host)
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["/", "/etc", "/etc/ssh", "/run", "/var/run", "/var/lib/docker/volumes", "/proc/1", "/usr"],
+)
+def test_system_folders_are_never_mounted(path: str) -> None:
+    with pytest.raises(UnsafeMountError, match="Refusing to mount"):
+        check_mountable(path)
+
+
+@pytest.mark.parametrize("path", ["/home/ada/project", "/root", "/tmp/work", "/srv/notebooks"])
+def test_project_folders_are_mounted(path: str) -> None:
+    check_mountable(path)
+
+
+def test_the_notebook_dir_never_leaves_the_server_root(tmp_path: Any) -> None:
+    """jupyter_server builds cwd from the notebook path without resolving '..'."""
+
+    from jupyter_client.manager import KernelManager
+    from traitlets.config import LoggingConfigurable
+
+    class Server(LoggingConfigurable):  # type: ignore[misc]
+        root_dir = str(tmp_path)
+
+    manager = KernelManager(parent=Server())
+    provisioner = DockerProvisioner(
+        kernel_id="k", kernel_spec=spec(), image="img:1", parent=manager
+    )
+    (tmp_path / "sub").mkdir()
+    assert provisioner._notebook_dir(str(tmp_path / "sub")) == str(tmp_path / "sub")
+    assert provisioner._notebook_dir(f"{tmp_path}/sub/../../../../run") == str(tmp_path)
+    assert provisioner._notebook_dir(None) == str(tmp_path)
+
+
+def test_oversized_image_names_are_cut_short_in_the_message() -> None:
+    with pytest.raises(TraitError, match=r"at most 255 characters") as caught:
+        DockerProvisioner(kernel_id="k", kernel_spec=spec(), image="a" * 100_000)
+    assert len(str(caught.value)) < 600
+
+
+def test_mem_limit_below_dockers_minimum_is_refused_with_it() -> None:
+    with pytest.raises(TraitError, match="smallest memory limit is 6m"):
+        DockerProvisioner(kernel_id="k", kernel_spec=spec(), mem_limit="1k")
