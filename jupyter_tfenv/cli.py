@@ -32,7 +32,9 @@ class InstallApp(JupyterApp):  # type: ignore[misc]
     gpus = Unicode("none", config=True, help='GPUs: "none", "all", a count, or "device=0,1".')
     kernel_name = Unicode("", config=True, help="Kernelspec name (default: from the image).")
     display_name = Unicode("", config=True, help="Name shown in the launcher (default: derived).")
-    network = Unicode("", config=True, help='Network mode: "loopback", "host" or "none".')
+    network = Unicode(
+        "", config=True, help='Network mode: "ipc" (default), "loopback", "host" or "none".'
+    )
     mem_limit = Unicode("", config=True, help='Memory limit such as "8g".')
     user = Bool(True, config=True, help="Install for the current user (default).")
     sys_prefix = Bool(False, config=True, help="Install into sys.prefix (e.g. the venv).")
@@ -92,6 +94,13 @@ class InstallApp(JupyterApp):  # type: ignore[misc]
         except TfenvError as error:
             self.log.warning("%s The kernelspec is written anyway.", error)
             return None
+        if not facts.kernel_ready:
+            self.log.warning(
+                "%s has no ipykernel: kernels of this kernelspec will not start until you run "
+                "`jupyter tfenv prepare %s` (or use the image's -jupyter tag).",
+                self.image,
+                self.image,
+            )
         return facts.tensorflow
 
     def exit_with(self, message: str) -> None:

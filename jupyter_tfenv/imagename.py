@@ -64,9 +64,10 @@ def check_image_reference(value: str, allow_empty: bool = False) -> ImageReferen
         )
     bad = sorted(set(re.findall(r"[^A-Za-z0-9._:/@\-\[\]]", value)))
     if bad:
+        characters = " ".join(repr(c) for c in bad)
         raise ValueError(
-            f"Invalid image name {_shown(value)}: the character(s) {' '.join(repr(c) for c in bad)} "
-            f"cannot appear in an image name. Write one such as {_EXAMPLE}."
+            f"Invalid image name {_shown(value)}: the character(s) {characters} cannot appear "
+            f"in an image name. Write one such as {_EXAMPLE}."
         )
     match = _REFERENCE.match(value)
     if match is None:

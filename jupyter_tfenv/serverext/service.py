@@ -403,6 +403,7 @@ class TfenvService:
         try:
             await self._restart(kernel_id)
         except Exception as error:
+            self._check_still_running(kernel_id)
             cause = str(error) or type(error).__name__
             provisioner.switch_to(image=old_image, gpus=old_gpus)
             try:
@@ -415,6 +416,7 @@ class TfenvService:
                 f"Kernel {kernel_id} did not start in {target_image} (GPUs "
                 f"{request.describe()}): {cause} {back}"
             ) from error
+        self._check_still_running(kernel_id)
         job.update(message=f"Kernel {kernel_id} runs in {target_image}")
         return {
             "kernel_id": kernel_id,
@@ -424,6 +426,14 @@ class TfenvService:
             "previous_image": old_image,
             "previous_gpus": parse_gpus(old_gpus).describe(),
         }
+
+    def _check_still_running(self, kernel_id: str) -> None:
+        """A kernel shut down while its switch ran: say so instead of reporting a switch."""
+        if kernel_id not in self.kernel_manager:
+            raise TfenvError(
+                f"Kernel {kernel_id} was shut down while it was being switched; there is "
+                "nothing left to switch. Start a new kernel from the launcher."
+            )
 
     async def _restart(self, kernel_id: str) -> None:
         waiter = await self.kernel_manager.restart_kernel(kernel_id, now=False)
