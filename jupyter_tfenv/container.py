@@ -15,7 +15,7 @@ from typing import Any
 
 from docker.types import DeviceRequest
 
-from .engine import LABEL_GPUS, LABEL_KERNEL_ID, LABEL_KERNELSPEC, LABEL_ROLE
+from .engine import LABEL_GPUS, LABEL_KERNEL_ID, LABEL_KERNELSPEC, LABEL_ROLE, LABEL_RUN_DIR
 
 # Where the kernel's private run directory (its connection file, IPC sockets) is mounted.
 CONTAINER_RUN_DIR = "/tfenv-run"
@@ -97,6 +97,7 @@ def build_create_kwargs(plan: ContainerPlan) -> dict[str, Any]:
     labels[LABEL_KERNELSPEC] = plan.kernelspec
     labels[LABEL_ROLE] = "kernel"
     labels[LABEL_GPUS] = plan.gpus_label
+    labels[LABEL_RUN_DIR] = plan.run_dir
 
     env = dict(plan.env)
     env["HOME"] = CONTAINER_HOME

@@ -11,6 +11,7 @@ import asyncio
 import functools
 import logging
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -39,6 +40,8 @@ LABEL_KERNEL_ID = f"{LABEL_PREFIX}.kernel-id"
 LABEL_KERNELSPEC = f"{LABEL_PREFIX}.kernelspec"
 LABEL_ROLE = f"{LABEL_PREFIX}.role"
 LABEL_GPUS = f"{LABEL_PREFIX}.gpus"
+# The kernel's private run dir on the owner's host, removed with an orphaned container.
+LABEL_RUN_DIR = f"{LABEL_PREFIX}.run-dir"
 
 DEFAULT_OWNER = "default"
 
@@ -201,6 +204,7 @@ def sweep_orphans(client: docker.DockerClient, owner: str | None = None) -> list
             labels.get(LABEL_OWNER_PID, "?"),
         )
         remove_container_id(client, summary["Id"])
+        remove_run_dir(labels)
         removed.append(short_id)
     return removed
 
@@ -253,8 +257,18 @@ def sweep_owner(client: docker.DockerClient, pid: int, started: str) -> list[str
         if (summary.get("Labels") or {}).get(LABEL_OWNER_STARTED, "") != started:
             continue
         remove_container_id(client, summary["Id"])
+        remove_run_dir(summary.get("Labels") or {})
         removed.append(summary["Id"][:12])
     return removed
+
+
+def remove_run_dir(labels: dict[str, str]) -> None:
+    """Remove an orphaned kernel's run dir (its connection file holds the key), if ours."""
+    run_dir = labels.get(LABEL_RUN_DIR, "")
+    if labels.get(LABEL_OWNER_HOST) != socket.gethostname() or not run_dir:
+        return
+    if os.path.basename(run_dir).startswith("tfenv-") and os.path.isdir(run_dir):
+        shutil.rmtree(run_dir, ignore_errors=True)
 
 
 def _watch_owner(argv: list[str]) -> int:

@@ -142,9 +142,15 @@ async def test_containers_of_a_killed_server_are_removed_at_once(
     await ServerSession(server.url, server.token).request("POST", "api/kernels", {"name": "tf"})
     assert wait_until(lambda: len(owned(docker_client, owner_env)) == 1)
 
+    [container] = owned(docker_client, owner_env)
+    run_dir = Path(container.labels["org.jupyter-tfenv.run-dir"])
+    assert (run_dir / "connection.json").is_file()
+
     server.signal(signal.SIGKILL)
     server.wait()
     assert wait_until(lambda: owned(docker_client, owner_env) == [], timeout=10)
+    # The kernel's private connection file (it holds the key) goes with its container.
+    assert wait_until(lambda: not run_dir.exists(), timeout=5)
 
 
 @pytest.mark.asyncio
