@@ -279,3 +279,12 @@ def test_oversized_image_names_are_cut_short_in_the_message() -> None:
 def test_mem_limit_below_dockers_minimum_is_refused_with_it() -> None:
     with pytest.raises(TraitError, match="smallest memory limit is 6m"):
         DockerProvisioner(kernel_id="k", kernel_spec=spec(), mem_limit="1k")
+
+
+def test_home_volume_is_per_jupyter_user_and_kernelspec(tmp_path: Any) -> None:
+    import os
+
+    provisioner = DockerProvisioner(kernel_id="k", kernel_spec=spec(), image="img:1")
+    provisioner._run_dir = tmp_path
+    plan = provisioner.container_plan(["python3"], {"env": {}})
+    assert plan.home_volume == f"tfenv-home-{os.getuid()}-tfenv"
