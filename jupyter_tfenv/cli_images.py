@@ -548,7 +548,8 @@ class DoctorApp(ImagesCommand):
         from jupyter_server.extension.config import ExtensionConfigManager
 
         manager = ExtensionConfigManager(read_config_path=self.config_file_paths)
-        extensions: dict[str, bool] = manager.get_jpserver_extensions()  # type: ignore[no-untyped-call]
+        get_extensions = manager.get_jpserver_extensions
+        extensions: dict[str, bool] = get_extensions()  # type: ignore[no-untyped-call]
         enabled = extensions.get("jupyter_tfenv")
         if enabled:
             self.ok("The jupyter_tfenv server extension is enabled")
