@@ -1071,8 +1071,9 @@ def check_mountable(path: str) -> None:
 def check_engine_is_local(docker_host: str) -> None:
     """Refuse a remote engine at once: its kernel ports would not be on this machine's loopback.
 
-    TODO(#3): reach kernels on a remote engine (an SSH tunnel per kernel, or ports published on
-    the remote host's address with CurveZMQ) and on Docker Swarm.
+    TODO(remote engines; no issue yet, #3 only asks to keep the design open): reach kernels
+    on a remote engine (an SSH tunnel per kernel, or ports published on the remote host's
+    address with CurveZMQ) and on Docker Swarm.
     """
     if not docker_host or docker_host.startswith(("unix://", "npipe://", "fd://")):
         return
