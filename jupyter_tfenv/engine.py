@@ -125,14 +125,6 @@ def unavailable_error(docker_host: str, error: BaseException) -> EngineUnavailab
     return EngineUnavailableError(_explain_connect_failure(docker_host, error))
 
 
-def forget_client(docker_host: str = "") -> None:
-    """Drop a cached client, e.g. after the engine restarted, so the next call reconnects."""
-    with _clients_lock:
-        client = _clients.pop(docker_host, None)
-    if client is not None:
-        client.close()
-
-
 async def get_client_async(docker_host: str = "") -> docker.DockerClient:
     """Like :func:`get_client`, without blocking the event loop on the first ping."""
     with _clients_lock:

@@ -31,7 +31,7 @@ import docker.errors
 from jupyter_client.kernelspec import KernelSpec
 
 from . import engine
-from .container import CONTAINER_CONNECTION_FILE, CONTAINER_PORTS
+from .container import CONTAINER_PORTS
 from .errors import TfenvError
 from .provisioner import DockerProvisioner
 
@@ -94,10 +94,7 @@ class Launcher:
         engine.sweep_orphans(client)
         # Removes the container even if this launcher is SIGKILLed.
         engine.start_owner_watchdog(self.provisioner.docker_host)
-        cmd = [
-            part.replace("{connection_file}", CONTAINER_CONNECTION_FILE)
-            for part in self.provisioner.kernel_command
-        ]
+        cmd = self.provisioner.container_command()
         self.client = client
         self.container = self.provisioner._create_and_start(
             client, cmd, {"cwd": os.getcwd(), "env": dict(os.environ)}

@@ -468,10 +468,7 @@ class DockerProvisioner(KernelProvisionerBase):  # type: ignore[misc]
         self.connection_info = info
 
         kwargs = await super().pre_launch(**kwargs)
-        kwargs["cmd"] = [
-            part.replace("{connection_file}", CONTAINER_CONNECTION_FILE)
-            for part in self.kernel_command
-        ]
+        kwargs["cmd"] = self.container_command()
         return kwargs
 
     async def launch_kernel(self, cmd: list[str], **kwargs: Any) -> KernelConnectionInfo:
@@ -635,6 +632,13 @@ class DockerProvisioner(KernelProvisionerBase):  # type: ignore[misc]
             run_dir.mkdir(mode=0o700, exist_ok=True)
             self._run_dir = run_dir
         return self._run_dir
+
+    def container_command(self) -> list[str]:
+        """The kernel command with the container path of its connection file filled in."""
+        return [
+            part.replace("{connection_file}", CONTAINER_CONNECTION_FILE)
+            for part in self.kernel_command
+        ]
 
     def _remove_run_dir(self) -> None:
         if self._run_dir is not None:
